@@ -1,0 +1,214 @@
+"""The exceptions hotplumb raises.
+
+Every exception derives from :class:`HotplumbError`; leaves also inherit the
+nearest builtin, so ``except KeyError`` keeps working for callers who do not
+know about hotplumb::
+
+    HotplumbError
+    ├── InvalidKeyError (TypeError)        a value that cannot be a node key
+    ├── InvalidNodeError (TypeError)       a factory or caller gave something that is not a Node
+    ├── InvalidNodeCallableError (TypeError) a node's callable cannot be called the way it must be
+    ├── MissingNodeError (KeyError)        a key nothing provides, with the chain that asked for it
+    ├── CycleError (ValueError)            the graph has a cycle
+    ├── GraphTooLargeError (ValueError)    resolution passed ``max_nodes``
+    ├── FactoryError (RuntimeError)        the factory raised; its exception is chained
+    ├── NotAnEntryPointError (ValueError)  inject into a node that has inputs or is not active
+    ├── TopologyClosedError (RuntimeError) use of a topology after close
+    ├── ApplyError (RuntimeError)          a live change failed or timed out
+    └── NodeFailedError (RuntimeError)     a node's task died past its restart policy
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Hashable, Sequence
+
+__all__ = [
+    "ApplyError",
+    "CycleError",
+    "FactoryError",
+    "GraphTooLargeError",
+    "HotplumbError",
+    "InvalidKeyError",
+    "InvalidNodeCallableError",
+    "InvalidNodeError",
+    "MissingNodeError",
+    "NodeFailedError",
+    "NotAnEntryPointError",
+    "TopologyClosedError",
+]
+
+
+def _chain(keys: Sequence[Hashable]) -> str:
+    # Imported here: the key formatter lives with keys, which import nothing from here.
+    from hotplumb._keys import format_key
+
+    # A chain can be a hundred thousand keys deep; the message keeps both ends.
+    if len(keys) > 8:
+        head = " -> ".join(format_key(k) for k in keys[:3])
+        tail = " -> ".join(format_key(k) for k in keys[-4:])
+        return f"{head} -> ... ({len(keys) - 7} more) -> {tail}"
+    return " -> ".join(format_key(k) for k in keys)
+
+
+class HotplumbError(Exception):
+    """The root of every exception hotplumb raises."""
+
+
+class InvalidKeyError(HotplumbError, TypeError):
+    """A value that cannot be a node key: ``None`` or unhashable.
+
+    Attributes:
+        key: The offending value.
+    """
+
+    def __init__(self, key: object, reason: str) -> None:
+        self.key = key
+        super().__init__(f"invalid node key {key!r}: {reason}")
+
+
+class InvalidNodeError(HotplumbError, TypeError):
+    """Something that should have been a :class:`~hotplumb.Node` is not one.
+
+    Attributes:
+        key: The key the value was given or generated for.
+        value: The offending value.
+    """
+
+    def __init__(self, key: Hashable, value: object, where: str) -> None:
+        self.key = key
+        self.value = value
+        super().__init__(
+            f"{where} gave {type(value).__name__} {value!r:.80} for key {_chain([key])}, "
+            "expected a hotplumb.Node (or None from a factory)"
+        )
+
+
+class InvalidNodeCallableError(HotplumbError, TypeError):
+    """A node's callable cannot be called the way the runtime must call it.
+
+    Attributes:
+        key: The node's key.
+    """
+
+    def __init__(self, key: Hashable, message: str) -> None:
+        self.key = key
+        super().__init__(f"node {_chain([key])}: {message}")
+
+
+class MissingNodeError(HotplumbError, KeyError):
+    """A key that no provided node and no factory can supply.
+
+    Attributes:
+        key: The missing key.
+        chain: The keys that asked for it, the target first and ``key`` last.
+        message: The message, when the default one does not fit (e.g. removing
+            a key that is not provided); ``None`` for the default.
+    """
+
+    def __init__(
+        self, key: Hashable, chain: Sequence[Hashable], *, message: str | None = None
+    ) -> None:
+        self.key = key
+        self.chain = tuple(chain)
+        self.message = message
+        super().__init__(key)
+
+    def __str__(self) -> str:
+        if self.message is not None:
+            return self.message
+        if len(self.chain) > 1:
+            return f"no node for key {_chain([self.key])} (needed by {_chain(self.chain)})"
+        return f"no node for key {_chain([self.key])}"
+
+
+class CycleError(HotplumbError, ValueError):
+    """The graph's inputs form a cycle.
+
+    Attributes:
+        cycle: The keys on the cycle, in reading order, the first repeated last.
+    """
+
+    def __init__(self, cycle: Sequence[Hashable]) -> None:
+        self.cycle = tuple(cycle)
+        super().__init__(f"cycle in graph: {_chain(self.cycle)}")
+
+
+class GraphTooLargeError(HotplumbError, ValueError):
+    """Resolution needed more nodes than the graph's ``max_nodes`` allows.
+
+    Attributes:
+        max_nodes: The limit that was reached.
+        chain: The chain of keys that was being resolved when the limit was hit.
+    """
+
+    def __init__(self, max_nodes: int, chain: Sequence[Hashable]) -> None:
+        self.max_nodes = max_nodes
+        self.chain = tuple(chain)
+        tail = self.chain[-4:]
+        prefix = "... -> " if len(self.chain) > len(tail) else ""
+        super().__init__(
+            f"graph resolution exceeded max_nodes={max_nodes} "
+            f"(a runaway factory?) while resolving {prefix}{_chain(tail)}"
+        )
+
+
+class FactoryError(HotplumbError, RuntimeError):
+    """The factory raised while generating a node; the original is chained.
+
+    Attributes:
+        key: The key the factory was called for.
+        chain: The keys that asked for it, the target first and ``key`` last.
+    """
+
+    def __init__(self, key: Hashable, chain: Sequence[Hashable], error: BaseException) -> None:
+        self.key = key
+        self.chain = tuple(chain)
+        super().__init__(
+            f"factory raised {type(error).__name__}: {error} "
+            f"for key {_chain([key])} (needed by {_chain(self.chain)})"
+        )
+
+
+class NotAnEntryPointError(HotplumbError, ValueError):
+    """Data was injected into a key that is not a running entry point.
+
+    Attributes:
+        key: The offending key.
+    """
+
+    def __init__(self, key: Hashable, reason: str) -> None:
+        self.key = key
+        super().__init__(f"cannot inject into {_chain([key])}: {reason}")
+
+
+class TopologyClosedError(HotplumbError, RuntimeError):
+    """The topology is closed (or closing) and takes no more data or changes."""
+
+
+class ApplyError(HotplumbError, RuntimeError):
+    """A live change did not complete.
+
+    Attributes:
+        running: Which graph the topology runs now: ``"old"`` or ``"new"``.
+    """
+
+    def __init__(self, message: str, running: str) -> None:
+        self.running = running
+        super().__init__(f"{message}; the topology runs the {running} graph")
+
+
+class NodeFailedError(HotplumbError, RuntimeError):
+    """A node's task died more often than its restart policy allows.
+
+    Attributes:
+        key: The node's key.
+        restarts: How many times it had been restarted.
+    """
+
+    def __init__(self, key: Hashable, restarts: int) -> None:
+        self.key = key
+        self.restarts = restarts
+        super().__init__(f"node {_chain([key])} failed after {restarts} restart(s)")
