@@ -1,0 +1,255 @@
+"""Data and provenance: :class:`Datum`, its :class:`Route`, and errors on the way.
+
+Provenance costs nothing per hop. A datum's path is a property of the route it
+took, and routes are interned: every node keeps, per incoming route, the one
+outgoing route it extends it to, so moving a batch of data one hop costs one
+dictionary lookup for the whole batch, and no tuple is built per datum. The
+path tuple is materialised once per route, the first time someone asks.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hotplumb._keys import format_key
+
+if TYPE_CHECKING:
+    from collections.abc import Hashable
+
+__all__ = ["Datum", "Emission", "NodeError", "Route", "Trace", "emit"]
+
+
+class Route:
+    """An interned path through the graph: a key and the route before it.
+
+    Routes form a tree rooted at the entry points; ``child(key)`` always
+    returns the same object for the same key, so routes compare by identity.
+    """
+
+    __slots__ = ("_children", "_path", "key", "parent")
+
+    def __init__(self, key: Hashable, parent: Route | None = None) -> None:
+        self.key = key
+        self.parent = parent
+        self._path: tuple[Hashable, ...] | None = None
+        self._children: dict[Hashable, Route] = {}
+
+    def child(self, key: Hashable) -> Route:
+        """Return the interned route that extends this one by ``key``."""
+        route = self._children.get(key)
+        if route is None:
+            route = self._children[key] = Route(key, self)
+        return route
+
+    @property
+    def root(self) -> Hashable:
+        """The entry point this route starts at."""
+        route = self
+        while route.parent is not None:
+            route = route.parent
+        return route.key
+
+    @property
+    def path(self) -> tuple[Hashable, ...]:
+        """The keys on this route, entry point first (computed once)."""
+        path = self._path
+        if path is None:
+            keys = []
+            route: Route | None = self
+            while route is not None:
+                keys.append(route.key)
+                route = route.parent
+            keys.reverse()
+            path = self._path = tuple(keys)
+        return path
+
+    def __repr__(self) -> str:
+        return f"Route({' -> '.join(format_key(k) for k in self.path)})"
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """Per-hop timing of a batch, recorded when tracing is on.
+
+    Attributes:
+        key: The node the batch passed.
+        start: Clock time when the node started on the batch.
+        end: Clock time when it finished.
+        previous: The trace of the hop before, or ``None`` at the entry point.
+    """
+
+    key: Hashable
+    start: float
+    end: float
+    previous: Trace | None = None
+
+    def hops(self) -> tuple[Trace, ...]:
+        """Every hop, entry point first."""
+        out: list[Trace] = []
+        t: Trace | None = self
+        while t is not None:
+            out.append(t)
+            t = t.previous
+        out.reverse()
+        return tuple(out)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class NodeError:
+    """What went wrong, and where.
+
+    Attributes:
+        key: The node that failed.
+        version: The version of that node.
+        exception: The exception raised, with its ``__traceback__``.
+    """
+
+    key: Hashable
+    version: int
+    exception: BaseException = field(repr=False)
+
+    @property
+    def traceback(self) -> str:
+        """The exception formatted with its traceback, as Python prints it."""
+        return "".join(traceback.format_exception(self.exception))
+
+    def __repr__(self) -> str:
+        return (
+            f"NodeError(key={self.key!r}, version={self.version}, "
+            f"exception={type(self.exception).__name__}({self.exception}))"
+        )
+
+
+class Datum:
+    """A value travelling through a topology, with its provenance.
+
+    Immutable: its attributes are read-only.
+
+    Attributes:
+        value: The value.
+        origin: What entered the topology (was injected or produced by a source).
+        path: The keys the datum went through, entry point first.
+        error: ``None``, or the :class:`NodeError` that stopped it.
+        parents: The data this one was derived from, when a node combined
+            several into one (a windowed rollup); else empty.
+        trace: Per-hop timing when the topology traces, else ``None``.
+    """
+
+    __slots__ = ("_error", "_origin", "_parents", "_route", "_trace", "_value")
+
+    def __init__(
+        self,
+        value: Any,
+        origin: Any,
+        route: Route,
+        error: NodeError | None = None,
+        parents: tuple[Datum, ...] = (),
+        trace: Trace | None = None,
+    ) -> None:
+        self._value = value
+        self._origin = origin
+        self._route = route
+        self._error = error
+        self._parents = parents
+        self._trace = trace
+
+    @property
+    def value(self) -> Any:
+        """The value."""
+        return self._value
+
+    @property
+    def origin(self) -> Any:
+        """What entered the topology."""
+        return self._origin
+
+    @property
+    def path(self) -> tuple[Hashable, ...]:
+        """The keys the datum went through, entry point first."""
+        return self._route.path
+
+    @property
+    def route(self) -> Route:
+        """The interned route (``path`` is ``route.path``)."""
+        return self._route
+
+    @property
+    def error(self) -> NodeError | None:
+        """``None``, or what went wrong and where."""
+        return self._error
+
+    @property
+    def parents(self) -> tuple[Datum, ...]:
+        """The data this datum was derived from, if a node combined several."""
+        return self._parents
+
+    @property
+    def trace(self) -> Trace | None:
+        """Per-hop timing, when the topology traces."""
+        return self._trace
+
+    def explain(self) -> str:
+        """Format the datum's provenance like a traceback.
+
+        Returns:
+            Several lines: the path of keys, the origin and value, what it was
+            derived from, and for an error the exception and its traceback.
+        """
+        from hotplumb._explain import explain
+
+        return explain(self)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Datum):
+            return NotImplemented
+        return (
+            self._value == other._value
+            and self._origin == other._origin
+            and self._route is other._route
+            and self._error is other._error
+            and self._parents == other._parents
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __str__(self) -> str:
+        # A failed datum prints its provenance and traceback; others their repr.
+        return self.explain() if self._error is not None else repr(self)
+
+    def __repr__(self) -> str:
+        path = " -> ".join(format_key(k) for k in self.path)
+        extra = f", error={self._error!r}" if self._error is not None else ""
+        return f"Datum(value={self._value!r}, origin={self._origin!r}, path=[{path}]{extra})"
+
+
+@dataclass(frozen=True, slots=True)
+class Emission:
+    """An output together with the data it was derived from.
+
+    Return one from a node whose callable takes a context (see :func:`emit`).
+
+    Attributes:
+        value: The output value.
+        parents: The data it was derived from.
+    """
+
+    value: Any
+    parents: tuple[Datum, ...] = ()
+
+
+def emit(value: Any, *, parents: tuple[Datum, ...] | list[Datum] = ()) -> Emission:
+    """Return ``value`` as an output derived from ``parents``.
+
+    A node whose callable takes ``(value, context)`` may return (or yield)
+    this to record, in the output's provenance, which data went into it.
+
+    Args:
+        value: The output value.
+        parents: The data it was derived from.
+
+    Returns:
+        An :class:`Emission`.
+    """
+    return Emission(value, tuple(parents))
