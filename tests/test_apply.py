@@ -1,0 +1,511 @@
+"""Live changes: one targeted test per guarantee of ``Topology.apply``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+import hotplumb as hp
+import hotplumb._runner
+from tests.reconfig import Log, Plan, Spec, apply, build, bump, check, inject
+from tests.support import until
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Hashable
+
+
+def chain(delay: int = 0) -> Plan:
+    return Plan(
+        {
+            "src": Spec(),
+            "a": Spec(("src",), delay=delay),
+            "b": Spec(("a",), delay=delay),
+            "out": Spec(("b",), target=True),
+        }
+    )
+
+
+def diamond(slow: int = 6) -> Plan:
+    return Plan(
+        {
+            "src": Spec(),
+            "slow": Spec(("src",), delay=slow),
+            "fast": Spec(("src",)),
+            "join": Spec(("slow", "fast"), delay=1),
+            "out": Spec(("join",), target=True),
+        }
+    )
+
+
+async def run_change(
+    plans: list[Plan], items: int = 200, capacity: int = 8, before: int = 50
+) -> list[str]:
+    """Inject ``before`` items, then keep injecting while each plan is applied in turn."""
+    log = Log()
+    async with hp.run(build(plans[0], log), capacity=capacity) as topo:
+        sources = plans[0].sources()
+        for seq in range(before):
+            for source in sources:
+                await inject(topo, log, source, seq)
+
+        async def feed() -> None:
+            for seq in range(before, items):
+                for source in sources:
+                    await inject(topo, log, source, seq)
+
+        feeder = asyncio.create_task(feed())
+        for plan in plans[1:]:
+            await asyncio.wait_for(apply(topo, log, plan), 10)
+        await asyncio.wait_for(feeder, 10)
+        await asyncio.wait_for(topo.drain(), 10)
+    return check(plans, log)
+
+
+# 1. version purity, 2. no loss, 3. no duplication, 4. order ---------------------------
+
+
+async def test_replacing_a_node_mid_stream_keeps_every_guarantee() -> None:
+    plans = [chain(delay=1), bump(chain(delay=1), "a", 1)]
+    assert await run_change(plans) == []
+
+
+async def test_a_join_aligns_so_no_datum_mixes_versions() -> None:
+    d = diamond()
+    plans = [d, bump(bump(d, "join", 1), "fast", 1)]
+    assert await run_change(plans) == []
+
+
+async def test_without_alignment_a_join_mixes_versions(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What the proof of concept did: switch on the first barrier. The checker sees it.
+    monkeypatch.setattr(hotplumb._runner, "_ALIGN", False)
+    d = diamond(slow=8)
+    plans = [d, bump(bump(d, "join", 1), "fast", 1)]
+    problems = await run_change(plans, items=120, before=100)
+    assert any("not explained by one version" in p for p in problems)
+
+
+async def test_fan_out_copies_all_take_the_same_version() -> None:
+    d = diamond()
+    plans = [d, bump(bump(d, "slow", 1), "fast", 1)]
+    assert await run_change(plans) == []
+
+
+async def test_several_changes_in_a_row() -> None:
+    d = diamond()
+    plans = [d]
+    for version in range(1, 6):
+        plans.append(bump(plans[-1], ["slow", "fast", "join"][version % 3], version))
+    assert await run_change(plans, items=300) == []
+
+
+# rewiring, adding and removing, factory swap ------------------------------------------
+
+
+async def test_rewiring_a_node() -> None:
+    d = diamond()
+    rewired = bump(d, "join", 1, inputs=("fast",))  # drop the slow branch: it is collected
+    assert "slow" not in rewired.active()
+    plans = [d, rewired, bump(rewired, "join", 2, inputs=("slow", "fast"))]
+    assert await run_change(plans) == []
+
+
+async def test_adding_and_removing_targets_collects_exclusive_nodes() -> None:
+    c = chain()
+    specs = dict(c.specs)
+    specs["extra"] = Spec(("a",), version=1, delay=1)
+    specs["out2"] = Spec(("extra",), version=1, target=True)
+    grown = Plan(specs)
+    plans = [c, grown, c]
+    log = Log()
+    async with hp.run(build(c, log)) as topo:
+        await inject(topo, log, "src", 0)
+        await apply(topo, log, grown)
+        assert {"extra", "out2"} <= topo.running_keys()
+        await inject(topo, log, "src", 1)
+        report = await apply(topo, log, c)
+        assert report.changelist.removed == {"extra", "out2"}
+        await inject(topo, log, "src", 2)
+        await topo.drain()
+        assert topo.running_keys() == {"src", "a", "b", "out"}
+    assert check(plans, log) == []
+
+
+def _factory(tag: str) -> Any:
+    def factory(key: Hashable) -> hp.Node | None:
+        match key:
+            case ("double", str(parent)):
+                return hp.Node(lambda x: (tag, x * 2), inputs=[parent])
+        return None
+
+    return factory
+
+
+async def test_swapping_the_factory_rebuilds_generated_nodes() -> None:
+    got: list[hp.Datum] = []
+    graph = hp.Graph(
+        {"in": hp.Node(), "out": hp.sink(got.append, inputs=[("double", "in")])},
+        factory=_factory("v1"),
+    )
+    async with hp.run(graph) as topo:
+        await topo.inject_many("in", range(100))
+        report = await topo.apply(topo.graph.with_factory(_factory("v2")))
+        assert report.changelist.replaced == {("double", "in")}
+        await topo.inject_many("in", range(100, 200))
+        await topo.drain()
+    tags = [d.value[0] for d in got]
+    assert tags == ["v1"] * 100 + ["v2"] * 100
+    assert [d.value[1] for d in got] == [2 * i for i in range(200)]
+
+
+# 5. state carry-over ------------------------------------------------------------------
+
+
+def counter(step: int) -> Any:
+    def count(value: Any, ctx: hp.Context) -> tuple[int, int]:
+        ctx.state += step
+        return (value, ctx.state)
+
+    return count
+
+
+async def test_a_replaced_node_starts_from_the_old_state() -> None:
+    got: list[hp.Datum] = []
+    graph = hp.Graph(
+        {
+            "in": hp.Node(),
+            "count": hp.Node(counter(1), inputs=["in"], state=lambda: 0),
+            "out": hp.sink(got.append, inputs=["count"]),
+        }
+    )
+    async with hp.run(graph, capacity=4) as topo:
+        feeder = asyncio.create_task(topo.inject_many("in", range(100)))
+        await until(lambda: topo.statistics()["in"].received >= 20)
+        new = hp.Node(counter(1000), inputs=["in"], state=lambda: 0)
+        await topo.apply(topo.graph.add_node("count", new))
+        await feeder
+        await topo.drain()
+    states = [d.value[1] for d in got]
+    switch = next(i for i, s in enumerate(states) if s >= 1000)
+    assert states[:switch] == list(range(1, switch + 1))
+    assert states[switch:] == [switch + 1000 * k for k in range(1, 100 - switch + 1)]
+
+
+async def test_a_migration_hook_converts_the_state() -> None:
+    got: list[hp.Datum] = []
+
+    def total(value: int, ctx: hp.Context) -> int:
+        ctx.state += value
+        return int(ctx.state)
+
+    def total_and_count(value: int, ctx: hp.Context) -> tuple[int, int]:
+        s, n = ctx.state
+        ctx.state = (s + value, n + 1)
+        return (s + value, n + 1)
+
+    graph = hp.Graph(
+        {
+            "in": hp.Node(),
+            "agg": hp.Node(total, inputs=["in"], state=lambda: 0),
+            "out": hp.sink(got.append, inputs=["agg"]),
+        }
+    )
+    async with hp.run(graph) as topo:
+        await topo.inject_many("in", [1, 2, 3])
+        new = hp.Node(
+            total_and_count, inputs=["in"], state=lambda: (0, 0), migrate=lambda s: (s, 0)
+        )
+        report = await topo.apply(topo.graph.add_node("agg", new))
+        assert report.errors == ()
+        await topo.inject("in", 4)
+        await topo.drain()
+    assert [d.value for d in got] == [1, 3, 6, (10, 1)]
+
+
+async def test_a_failing_migration_starts_fresh_and_says_so() -> None:
+    def boom(state: Any) -> Any:
+        raise ValueError("cannot migrate")
+
+    graph = hp.Graph(
+        {
+            "in": hp.Node(),
+            "agg": hp.Node(counter(1), inputs=["in"], state=lambda: 0),
+            "out": hp.sink(lambda d: None, inputs=["agg"]),
+        }
+    )
+    async with hp.run(graph) as topo:
+        new = hp.Node(counter(2), inputs=["in"], state=lambda: 100, migrate=boom)
+        report = await topo.apply(topo.graph.add_node("agg", new))
+    ((key, error),) = report.errors
+    assert key == "agg"
+    assert isinstance(error, ValueError)
+
+
+# 6. errored and dead nodes ------------------------------------------------------------
+
+
+async def test_apply_completes_after_a_node_raised_on_data() -> None:
+    got: list[hp.Datum] = []
+
+    def fragile(x: int) -> int:
+        if x % 2:
+            raise ValueError(x)
+        return x
+
+    graph = hp.Graph(
+        {
+            "in": hp.Node(),
+            "f": hp.Node(fragile, inputs=["in"]),
+            "out": hp.sink(got.append, inputs=["f"]),
+        }
+    )
+    async with hp.run(graph) as topo:
+        await topo.inject_many("in", range(10))
+        await topo.apply(topo.graph.add_node("f", hp.Node(lambda x: -x, inputs=["in"])))
+        await topo.inject_many("in", range(10, 13))
+        await topo.drain()
+    assert [d.value for d in got] == [0, 2, 4, 6, 8, -10, -11, -12]
+    assert len(topo.errors) == 5
+
+
+async def test_a_node_whose_task_died_switches_after_its_restart() -> None:
+    got: list[hp.Datum] = []
+
+    def crash(d: hp.Datum) -> Any:
+        raise RuntimeError("handler died")
+
+    def fragile(x: int) -> int:
+        if x == 3:
+            raise ValueError(x)
+        return x
+
+    graph = hp.Graph(
+        {
+            "in": hp.Node(),
+            "f": hp.Node(fragile, inputs=["in"], on_error=crash),
+            "out": hp.sink(got.append, inputs=["f"]),
+        }
+    )
+    async with hp.run(graph) as topo:
+        await topo.inject_many("in", range(6))
+        await topo.apply(topo.graph.add_node("f", hp.Node(lambda x: x * 10, inputs=["in"])))
+        await topo.inject("in", 6)
+        await topo.drain()
+        assert topo.statistics()["f"].restarts == 1
+    assert [d.value for d in got] == [0, 1, 2, 4, 5, 60]
+
+
+async def test_a_dead_source_is_restarted_in_its_new_version() -> None:
+    got: list[hp.Datum] = []
+    arrived = asyncio.Event()
+    died = asyncio.Event()
+
+    async def broken(ctx: hp.Context) -> AsyncIterator[str]:
+        died.set()
+        if died.is_set():
+            raise OSError("feed down")
+        yield "never"
+
+    async def fixed(ctx: hp.Context) -> AsyncIterator[str]:
+        yield "fixed"
+
+    def record(d: hp.Datum) -> None:
+        got.append(d)
+        arrived.set()
+
+    # A long backoff keeps the broken source dead until the change replaces it.
+    policy = hp.RestartPolicy(max_restarts=5, backoff=3600)
+    graph = hp.Graph(
+        {"feed": hp.source(broken, restart=policy), "out": hp.sink(record, inputs=["feed"])}
+    )
+    async with hp.run(graph) as topo:
+        await asyncio.wait_for(died.wait(), 5)
+        await asyncio.wait_for(topo.apply(topo.graph.add_node("feed", hp.source(fixed))), 5)
+        await asyncio.wait_for(arrived.wait(), 5)
+    assert [d.value for d in got] == ["fixed"]
+
+
+# 7. liveness --------------------------------------------------------------------------
+
+
+async def test_apply_completes_with_idle_sources() -> None:
+    c = chain()
+    log = Log()
+    async with hp.run(build(c, log)) as topo:
+        report = await asyncio.wait_for(apply(topo, log, bump(c, "b", 1)), 5)
+    assert report.visited == 3  # src, a, b: the region up to the changed node
+
+
+async def test_apply_completes_under_full_backpressure() -> None:
+    gate = asyncio.Event()
+    got: list[Any] = []
+
+    async def held(d: hp.Datum) -> None:
+        await gate.wait()
+        got.append(d.value)
+
+    graph = hp.Graph(
+        {
+            "in": hp.Node(),
+            "a": hp.Node(lambda x: ("old", x), inputs=["in"]),
+            "out": hp.sink(held, inputs=["a"]),
+        }
+    )
+    async with hp.run(graph, capacity=2) as topo:
+        for i in range(7):  # fill every channel
+            await asyncio.wait_for(topo.inject("in", i), 1)
+        change = asyncio.create_task(
+            topo.apply(topo.graph.add_node("a", hp.Node(lambda x: ("new", x), inputs=["in"])))
+        )
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not change.done()  # the barrier waits behind the data, it does not jump it
+        gate.set()
+        await asyncio.wait_for(change, 5)
+        await topo.inject("in", 7)
+        await topo.drain()
+    assert got == [("old", i) for i in range(7)] + [("new", 7)]
+
+
+async def test_apply_completes_while_a_source_is_blocked_on_io() -> None:
+    never = asyncio.Event()
+
+    async def waiting(ctx: hp.Context) -> AsyncIterator[int]:
+        await never.wait()
+        yield 1  # pragma: no cover
+
+    graph = hp.Graph(
+        {
+            "feed": hp.source(waiting),
+            "a": hp.Node(inputs=["feed"]),
+            "out": hp.sink(lambda d: None, inputs=["a"]),
+        }
+    )
+    async with hp.run(graph) as topo:
+        new = hp.Node(lambda x: x, inputs=["feed"])
+        report = await asyncio.wait_for(topo.apply(topo.graph.add_node("a", new)), 5)
+        assert report.changelist.replaced == {"a"}
+
+
+async def test_a_timed_out_apply_says_so_and_completes_in_order() -> None:
+    gate = asyncio.Event()
+    got: list[Any] = []
+
+    async def held(d: hp.Datum) -> None:
+        await gate.wait()
+        got.append(d.value)
+
+    graph = hp.Graph(
+        {
+            "in": hp.Node(),
+            "a": hp.Node(lambda x: ("old", x), inputs=["in"]),
+            "out": hp.sink(held, inputs=["a"]),
+        }
+    )
+    async with hp.run(graph, capacity=2) as topo:
+        for i in range(7):
+            await topo.inject("in", i)
+        new_graph = topo.graph.add_node("a", hp.Node(lambda x: ("new", x), inputs=["in"]))
+        with pytest.raises(hp.ApplyError, match="did not complete within") as caught:
+            await topo.apply(new_graph, timeout=0.01)
+        assert "runs the" in str(caught.value)
+        gate.set()
+        await topo.drain()  # waits for the change to finish first
+        assert topo.graph is new_graph
+        await topo.inject("in", 7)
+        await topo.drain()
+    assert got == [("old", i) for i in range(7)] + [("new", 7)]
+
+
+async def test_a_graph_that_cannot_start_changes_nothing() -> None:
+    c = chain()
+    log = Log()
+    async with hp.run(build(c, log)) as topo:
+        before = topo.graph
+        bad = before.add_node("b", hp.Node(lambda a, b, c: a, inputs=["a"]))
+        with pytest.raises(hp.ApplyError, match="runs the old graph"):
+            await topo.apply(bad)
+        assert topo.graph is before
+        await inject(topo, log, "src", 0)
+    assert check([c], log) == []
+
+
+# 8. serial changes --------------------------------------------------------------------
+
+
+async def test_concurrent_applies_run_one_after_another() -> None:
+    d = diamond()
+    plans = [d, bump(d, "join", 1), bump(bump(d, "join", 1), "slow", 2)]
+    log = Log()
+    async with hp.run(build(d, log)) as topo:
+        for seq in range(30):
+            await inject(topo, log, "src", seq)
+        reports = await asyncio.gather(apply(topo, log, plans[1]), apply(topo, log, plans[2]))
+        await topo.drain()
+    assert sorted(r.generation for r in reports) == [1, 2]
+    assert check(plans, log) == []
+
+
+async def test_an_apply_that_changes_nothing_touches_nothing() -> None:
+    c = chain()
+    log = Log()
+    async with hp.run(build(c, log)) as topo:
+        same = topo.graph.add_node("unused", hp.Node())  # provided but inactive
+        report = await topo.apply(same)
+        assert not report.changelist
+        assert report.visited == 0
+        assert report.generation == 0
+        assert topo.graph is same
+        assert {s.version for s in topo.statistics().values()} == {0}
+
+
+# 9. demand ----------------------------------------------------------------------------
+
+
+async def test_a_source_that_loses_its_last_reader_stops_and_one_that_gains_starts() -> None:
+    running = asyncio.Event()
+    stopped = asyncio.Event()
+
+    async def ticking(ctx: hp.Context) -> AsyncIterator[int]:
+        running.set()
+        try:
+            n = 0
+            while True:
+                await asyncio.sleep(0)
+                n += 1
+                yield n
+        finally:
+            stopped.set()
+
+    numbers = hp.Graph({"in": hp.Node(), "out": hp.sink(lambda d: None, inputs=["in"])})
+    with_feed = numbers.add_nodes_from(
+        {"feed": hp.source(ticking), "watch": hp.sink(lambda d: None, inputs=["feed"])}
+    )
+    async with hp.run(numbers) as topo:
+        await topo.apply(with_feed)  # gains a reader: starts
+        await asyncio.wait_for(running.wait(), 5)
+        report = await topo.apply(with_feed.remove_node("watch"))  # loses it: stops
+        assert report.changelist.removed == {"feed", "watch"}
+        await asyncio.wait_for(stopped.wait(), 5)
+        assert "feed" not in topo.running_keys()
+
+
+async def test_sources_see_their_readers_change() -> None:
+    seen: list[frozenset[Hashable]] = []
+
+    def changed(ctx: hp.Context) -> None:
+        seen.append(ctx.readers)
+
+    graph = hp.Graph(
+        {"in": hp.Node(on_change=changed), "a": hp.sink(lambda d: None, inputs=["in"])}
+    )
+    async with hp.run(graph) as topo:
+        await topo.apply(topo.graph.add_node("b", hp.sink(lambda d: None, inputs=["in"])))
+        await topo.apply(topo.graph.remove_node("a"))
+    assert seen == [frozenset({"a", "b"}), frozenset({"b"})]
+
+
+def test_the_checker_counts_paths_through_a_diamond() -> None:
+    d = diamond()
+    assert d.paths("src") == {("src", "slow", "join", "out"): 1, ("src", "fast", "join", "out"): 1}
