@@ -30,13 +30,14 @@ from hotplumb._errors import (
     MissingNodeError,
     NodeFailedError,
     NotAnEntryPointError,
+    RenderError,
     TopologyClosedError,
 )
-from hotplumb._graph import Changelist, Graph
+from hotplumb._graph import Changelist, Factory, Graph
 from hotplumb._inspect import ChangeSnapshot, ChannelSnapshot, NodeCounters, NodeSnapshot, Snapshot
 from hotplumb._keys import Key, format_key, key
 from hotplumb._node import SKIP, Node, NodeKind, RestartPolicy, sink, source
-from hotplumb._render import RenderError, render, to_dot, to_mermaid, to_networkx, write
+from hotplumb._render import render, to_dot, to_mermaid, to_networkx, write
 from hotplumb._runtime import (
     ApplyReport,
     DeadLetters,
@@ -60,6 +61,7 @@ __all__ = [
     "Datum",
     "DeadLetters",
     "Emission",
+    "Factory",
     "FactoryError",
     "Graph",
     "GraphTooLargeError",

@@ -12,6 +12,8 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
+# Each command's module is imported only when that command runs, so one
+# command's optional dependencies never break another.
 _COMMANDS = {
     "demo": ("hotplumb._demo", "run the feed-rollup scenario live, with live changes"),
     "render": ("hotplumb._render", "draw a Graph from your code as DOT, SVG, PNG or Mermaid"),
@@ -27,17 +29,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit status.
     """
+    args = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="hotplumb", description="Build, inspect and live re-plumb asyncio task topologies."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = next((a for a in args if not a.startswith("-")), None)
     for name, (module_name, help_text) in _COMMANDS.items():
-        module = importlib.import_module(module_name)
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(sub)
-        sub.set_defaults(handler=module.run)
-    args = parser.parse_args(argv)
-    status: int = args.handler(args)
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            module.add_arguments(sub)
+            sub.set_defaults(handler=module.run)
+    parsed = parser.parse_args(args)
+    status: int = parsed.handler(parsed)
     return status
 
 

@@ -8,7 +8,6 @@ time-based behaviour directly; it asks the topology's clock. Tests swap in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Protocol, TypeVar, runtime_checkable
 
@@ -78,8 +77,12 @@ async def run_with_timeout(clock: Clock, coro: asyncio.Future[T] | object, secon
         raise
     if work.done():
         timer.cancel()
+        await asyncio.wait((timer,))
         return work.result()
     work.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await work
+    # Whatever the cancelled work ends with (its cancellation, or an error
+    # raised while it unwound), the outcome is the timeout.
+    await asyncio.wait((work,))
+    if not work.cancelled() and work.exception() is not None:
+        raise TimeoutError(f"took longer than {seconds}s") from work.exception()
     raise TimeoutError(f"took longer than {seconds}s")

@@ -15,7 +15,8 @@ know about hotplumb::
     ├── NotAnEntryPointError (ValueError)  inject into a node that has inputs or is not active
     ├── TopologyClosedError (RuntimeError) use of a topology after close
     ├── ApplyError (RuntimeError)          a live change failed or timed out
-    └── NodeFailedError (RuntimeError)     a node's task died past its restart policy
+    ├── NodeFailedError (RuntimeError)     a node's task died past its restart policy
+    └── RenderError (RuntimeError)         a picture needs an optional dependency that is missing
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "MissingNodeError",
     "NodeFailedError",
     "NotAnEntryPointError",
+    "RenderError",
     "TopologyClosedError",
 ]
 
@@ -212,3 +214,11 @@ class NodeFailedError(HotplumbError, RuntimeError):
         self.key = key
         self.restarts = restarts
         super().__init__(f"node {_chain([key])} failed after {restarts} restart(s)")
+
+
+class RenderError(HotplumbError, RuntimeError):
+    """A picture could not be made: an optional dependency is missing.
+
+    The message says what to install: the ``graphviz``/``networkx`` Python
+    packages (``pip install 'hotplumb[render]'``) or Graphviz's ``dot`` program.
+    """

@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from hotplumb._errors import HotplumbError
+from hotplumb._errors import RenderError
 from hotplumb._graph import Graph
 from hotplumb._inspect import NodeSnapshot, Snapshot, graph_snapshot
 from hotplumb._keys import Key, format_key
@@ -93,14 +93,6 @@ _ORANGE: Final = "#d97a00"
 _BLUE: Final = "#1f5fbf"
 _GREY: Final = "#888888"
 _GREY_FILL: Final = "#eeeeee"
-
-
-class RenderError(HotplumbError, RuntimeError):
-    """A picture could not be made: an optional dependency is missing.
-
-    The message says what to install: the ``graphviz``/``networkx`` Python
-    packages (``pip install 'hotplumb[render]'``) or Graphviz's ``dot`` program.
-    """
 
 
 # -- shared ----------------------------------------------------------------------
