@@ -221,11 +221,11 @@ BASELINE: Final = "none"
 
 
 class Feeder:
-    """Injects a round of ``CHUNK`` values into every entry point, ``rate`` values a second.
+    """Injects ``CHUNK`` values at a time, ``rate`` values a second, into each entry point in turn.
 
-    Rounds that fall due while the feeder waits (on ``gate``, or behind a full
+    Chunks that fall due while the feeder waits (on ``gate``, or behind a full
     channel) are sent as soon as it can: the load keeps arriving, as from an
-    upstream queue. With ``rate`` 0 it sends rounds back to back.
+    upstream queue.
     """
 
     def __init__(self, topo: hp.Topology, rate: float) -> None:
@@ -245,29 +245,22 @@ class Feeder:
             await self._task
 
     async def _run(self) -> None:
-        period = CHUNK * CHAINS / self.rate if self.rate > 0 else 0.0
+        period = CHUNK / self.rate
         start = time.perf_counter()
-        rounds = 0
+        sent = 0  # chunks
+        injected = self.injected
         while not self._stop:
-            if period:
-                due = int((time.perf_counter() - start) / period) + 1
-                if due <= rounds:
-                    await asyncio.sleep(start + rounds * period - time.perf_counter())
-                    continue
-            else:
-                due = rounds + 1
-                await asyncio.sleep(0)
+            due = int((time.perf_counter() - start) / period) + 1
+            if due <= sent:
+                await asyncio.sleep(start + sent * period - time.perf_counter())
+                continue
             async with self.gate:
-                while rounds < due and not self._stop:
-                    await self._round()
-                    rounds += 1
-
-    async def _round(self) -> None:
-        topo, injected = self.topo, self.injected
-        for chain in range(CHAINS):
-            first = injected[chain]
-            await topo.inject_many(("in", chain), range(first, first + CHUNK))
-            injected[chain] = first + CHUNK
+                while sent < due and not self._stop:
+                    chain = sent % CHAINS
+                    first = injected[chain]
+                    await self.topo.inject_many(("in", chain), range(first, first + CHUNK))
+                    injected[chain] = first + CHUNK
+                    sent += 1
 
     def mark_cut(self, sinks: Sequence[Sink], chains: Sequence[int]) -> None:
         """Watch for the first delivery of data injected from now on, on ``chains``."""

@@ -42,6 +42,7 @@ class Kernel:
         is_identity: Whether it is the default identity (skipped entirely).
         fast: Whether a whole batch can go through ``map(fn, values)`` (or, for
             sinks, ``map(fn, data)``).
+        simple: Whether it takes just the value, with no timeout.
     """
 
     fn: Callable[..., Any]
@@ -49,6 +50,7 @@ class Kernel:
     takes_context: bool
     is_identity: bool
     fast: bool
+    simple: bool
 
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -130,8 +132,9 @@ def build_kernel(key: Hashable, node: Node) -> Kernel:
         raise InvalidNodeCallableError(
             key, f"state must be a zero-argument callable, got {node.state!r}"
         )
-    fast = mode is Mode.PLAIN and not takes_context and node.timeout is None and not is_identity
-    return Kernel(fn, mode, takes_context, is_identity, fast)
+    simple = not takes_context and not node.pass_datum and node.timeout is None
+    fast = mode is Mode.PLAIN and simple and not is_identity
+    return Kernel(fn, mode, takes_context, is_identity, fast, simple)
 
 
 def _check_one_arg(key: Hashable, fn: Callable[..., Any], what: str) -> None:

@@ -290,6 +290,8 @@ class Runner:
                 )
             elif kernel.fast:
                 out = self._process_fast(batch, route_out)
+            elif kernel.mode is Mode.ASYNC and kernel.simple:
+                out = await self._process_async(batch, route_out)
             else:
                 out = await self._process_general(batch, route_out)
         except _Crash as crash:
@@ -344,12 +346,36 @@ class Runner:
                     crash.partial = self._keep(results, batch, route_out)
                     crash.rest = _sub_batch(batch, index + 1)
                     raise
+        return self._settle(results, batch, route_out, failures)
+
+    def _settle(self, results: list[Any], batch: Batch, route_out: Route, failures: int) -> Batch:
+        """The output batch for per-item ``results`` (a result may be SKIP or _FAILED)."""
         if not failures:
             kept = [r for r in results if r is not SKIP]
-            if len(kept) == len(results):
+            if len(kept) == len(results):  # the common case: one output per input
                 self.emitted += len(results)
                 return Batch(results, batch.origins, route_out, batch.parents, batch.trace)
         return self._keep(results, batch, route_out)
+
+    async def _process_async(self, batch: Batch, route_out: Route) -> Batch:
+        """An ``async def`` taking just the value: awaited in turn, nothing else per item."""
+        fn = self.kernel.fn
+        results: list[Any] = []
+        append = results.append
+        failures = 0
+        for value in batch.values:
+            try:
+                append(await fn(value))
+            except Exception as exc:
+                failures += 1
+                index = len(results)
+                try:
+                    append(self._fail(batch, index, route_out, exc))
+                except _Crash as crash:
+                    crash.partial = self._keep(results, batch, route_out)
+                    crash.rest = _sub_batch(batch, index + 1)
+                    raise
+        return self._settle(results, batch, route_out, failures)
 
     def _keep(self, results: list[Any], batch: Batch, route_out: Route) -> Batch:
         mask = [r is not SKIP and r is not _FAILED for r in results]
