@@ -126,6 +126,7 @@ async def test_adding_and_removing_targets_collects_exclusive_nodes() -> None:
         await inject(topo, log, "src", 1)
         report = await apply(topo, log, c)
         assert report.changelist.removed == {"extra", "out2"}
+        assert report.removed["out2"].emitted == 1  # its final counters: it delivered seq 1
         await inject(topo, log, "src", 2)
         await topo.drain()
         assert topo.running_keys() == {"src", "a", "b", "out"}
@@ -409,7 +410,8 @@ async def test_a_timed_out_apply_says_so_and_completes_in_order() -> None:
         new_graph = topo.graph.add_node("a", hp.Node(lambda x: ("new", x), inputs=["in"]))
         with pytest.raises(hp.ApplyError, match="did not complete within") as caught:
             await topo.apply(new_graph, timeout=0.01)
-        assert "runs the" in str(caught.value)
+        assert caught.value.running == "switching"
+        assert "goes on in the background" in str(caught.value)
         gate.set()
         await topo.drain()  # waits for the change to finish first
         assert topo.graph is new_graph
@@ -509,3 +511,29 @@ async def test_sources_see_their_readers_change() -> None:
 def test_the_checker_counts_paths_through_a_diamond() -> None:
     d = diamond()
     assert d.paths("src") == {("src", "slow", "join", "out"): 1, ("src", "fast", "join", "out"): 1}
+
+
+async def test_nodes_outside_the_region_are_not_disturbed() -> None:
+    gate = asyncio.Event()
+
+    async def stuck(d: hp.Datum) -> None:
+        await gate.wait()
+
+    graph = hp.Graph(
+        {
+            "in_a": hp.Node(),
+            "a": hp.Node(lambda x: x, inputs=["in_a"]),
+            "out_a": hp.sink(lambda d: None, inputs=["a"]),
+            "in_b": hp.Node(),
+            "b": hp.Node(lambda x: x, inputs=["in_b"]),
+            "out_b": hp.sink(stuck, inputs=["b"]),
+        }
+    )
+    async with hp.run(graph, capacity=2) as topo:
+        for i in range(7):  # pipeline b is full and stuck
+            await asyncio.wait_for(topo.inject("in_b", i), 1)
+        new = topo.graph.add_node("a", hp.Node(lambda x: -x, inputs=["in_a"]))
+        report = await asyncio.wait_for(topo.apply(new), 5)  # b's pipeline is not in the way
+        assert report.visited == 2  # in_a and a
+        assert topo.statistics()["b"].version == 0
+        gate.set()

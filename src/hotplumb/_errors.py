@@ -194,12 +194,23 @@ class ApplyError(HotplumbError, RuntimeError):
     """A live change did not complete.
 
     Attributes:
-        running: Which graph the topology runs now: ``"old"`` or ``"new"``.
+        running: What the topology runs now: ``"old"`` (nothing changed) or
+            ``"switching"`` (the change goes on in the background, in order:
+            each node runs the old version until the barrier reaches it, so
+            every datum is still processed by one version; the next change or
+            drain waits for it to finish).
     """
 
     def __init__(self, message: str, running: str) -> None:
         self.running = running
-        super().__init__(f"{message}; the topology runs the {running} graph")
+        if running == "old":
+            where = "the topology runs the old graph"
+        else:
+            where = (
+                "the change goes on in the background: nodes switch to the new graph as the "
+                "barrier reaches them, so every datum is still processed by one version"
+            )
+        super().__init__(f"{message}; {where}")
 
 
 class NodeFailedError(HotplumbError, RuntimeError):

@@ -28,6 +28,7 @@ import time
 from collections import deque
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from hotplumb._channel import Batch, Channel
@@ -100,6 +101,7 @@ class ApplyReport:
         seconds: Time from sending the barrier to the last node switching.
         errors: Keys whose state migration or change handler raised, with the
             exception (the node switched anyway, from its initial state).
+        removed: The final counters of the nodes the change removed.
     """
 
     changelist: Changelist
@@ -107,6 +109,7 @@ class ApplyReport:
     visited: int
     seconds: float
     errors: tuple[tuple[Hashable, BaseException], ...] = ()
+    removed: Mapping[Hashable, NodeStatistics] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +230,8 @@ class Topology:
         self._generation = 0
         self._pending: Barrier | None = None
         self._change_errors: dict[int, list[tuple[Hashable, BaseException]]] = {}
+        # Final counters of removed nodes, per generation, until apply reports them.
+        self._removed_statistics: dict[int, dict[Hashable, NodeStatistics]] = {}
         self._closing = False
         self._closed = False
         self._report: ShutdownReport | None = None
@@ -351,21 +356,21 @@ class Topology:
 
     def statistics(self) -> dict[Hashable, NodeStatistics]:
         """Return per-node counters and input-channel depths (a copy, not live)."""
-        return {
-            key: NodeStatistics(
-                key=key,
-                version=r.version,
-                received=r.received,
-                emitted=r.emitted,
-                filtered=r.filtered,
-                failed=r.failed,
-                restarts=r.restarts,
-                in_progress=r.holding,
-                input_depth=sum(c.size for c in r.inputs),
-                input_capacity=self.capacity_for(r.node),
-            )
-            for key, r in self._runners.items()
-        }
+        return {key: self._statistics_of(r) for key, r in self._runners.items()}
+
+    def _statistics_of(self, r: Runner) -> NodeStatistics:
+        return NodeStatistics(
+            key=r.key,
+            version=r.version,
+            received=r.received,
+            emitted=r.emitted,
+            filtered=r.filtered,
+            failed=r.failed,
+            restarts=r.restarts,
+            in_progress=r.holding,
+            input_depth=sum(c.size for c in r.inputs),
+            input_capacity=self.capacity_for(r.node),
+        )
 
     def snapshot(self) -> Snapshot:
         """Return a consistent, frozen view of the running nodes.
@@ -467,10 +472,8 @@ class Topology:
             except TimeoutError:
                 pending = ", ".join(sorted(map(repr, barrier.pending))[:5])
                 raise ApplyError(
-                    f"the change did not complete within {timeout}s (waiting for {pending}); "
-                    "it is still propagating in order and every datum is processed by one "
-                    "version",
-                    "old graph where the barrier has not arrived yet, the new",
+                    f"the change did not complete within {timeout}s (waiting for {pending})",
+                    "switching",
                 ) from None
             return ApplyReport(
                 changes,
@@ -478,6 +481,7 @@ class Topology:
                 len(barrier.region),
                 time.perf_counter() - began,
                 tuple(self._change_errors.pop(barrier.generation, ())),
+                MappingProxyType(self._removed_statistics.pop(barrier.generation, {})),
             )
 
     def _launch(
@@ -578,10 +582,12 @@ class Topology:
     def _acked(self, barrier: Barrier, graph: Graph, changes: Changelist) -> None:
         if barrier.pending:
             return
+        final = self._removed_statistics.setdefault(barrier.generation, {})
         for key in changes.removed:
             runner = self._runners.pop(key, None)
             if runner is not None:
                 runner.stopped = True
+                final[key] = self._statistics_of(runner)
         self.graph = graph
         if self._pending is barrier:
             self._pending = None
