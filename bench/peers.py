@@ -32,6 +32,7 @@ __all__ = [
     "Workload",
     "run_aiostream",
     "run_hotplumb",
+    "run_overlap_floor",
     "run_plain",
     "run_queue_batch",
     "run_queue_item",
@@ -141,6 +142,24 @@ async def run_plain(workload: Workload, items: int) -> int:
             v = fn(v)
         count += 1
     return count
+
+
+async def run_overlap_floor(workload: Workload, items: int) -> int:
+    """The floor for W3: every stage in its own task, awaiting its steps with no hand-off.
+
+    Not a pipeline (no value passes between stages): it measures what the
+    stages' own awaiting costs when the event loop overlaps them, which no
+    pipeline that awaits each item's step in turn can beat.
+    """
+    if workload.shape != "async":
+        raise NotApplicable("only meaningful for awaiting stages")
+
+    async def stage_task() -> None:
+        for x in range(items):
+            await async_inc(x)
+
+    await asyncio.gather(*(stage_task() for _ in range(workload.width)))
+    return items
 
 
 # -- one asyncio task per stage, connected by bounded asyncio.Queue -------------------------------
@@ -391,6 +410,7 @@ Contestant = Callable[[Workload, int], Awaitable[int]]
 CONTESTANTS: Final[dict[str, Contestant]] = {
     "hotplumb": run_hotplumb,
     "plain calls": run_plain,
+    "overlap floor": run_overlap_floor,
     "asyncio.Queue/item": run_queue_item,
     "asyncio.Queue/batch": run_queue_batch,
     "streamz": run_streamz,
