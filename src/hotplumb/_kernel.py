@@ -9,7 +9,9 @@ is slow, so it is done once per node when the node starts, never per datum.
 from __future__ import annotations
 
 import enum
+import functools
 import inspect
+import types
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -56,12 +58,40 @@ class Kernel:
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
-def _takes_context(key: Hashable, fn: Callable[..., Any], what: str) -> bool:
+def _parameters(fn: Callable[..., Any]) -> list[inspect.Parameter] | None:
+    """``fn``'s parameters, or None if it has no signature.
+
+    Factories make many closures of one function: they share a code object and
+    defaults, hence a signature, so plain functions are looked up by those.
+    """
+    if inspect.isfunction(fn):
+        try:
+            kwdefaults = tuple(fn.__kwdefaults__.items()) if fn.__kwdefaults__ else None
+            return _function_parameters(fn.__code__, fn.__defaults__, kwdefaults)
+        except TypeError:  # unhashable defaults
+            pass
     try:
-        signature = inspect.signature(fn)
+        return list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):
+        return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _function_parameters(
+    code: types.CodeType,
+    defaults: tuple[Any, ...] | None,
+    kwdefaults: tuple[tuple[str, Any], ...] | None,
+) -> list[inspect.Parameter]:
+    closure = tuple(types.CellType() for _ in code.co_freevars) or None
+    template = types.FunctionType(code, {}, code.co_name, defaults, closure)
+    template.__kwdefaults__ = dict(kwdefaults) if kwdefaults else None
+    return list(inspect.signature(template).parameters.values())
+
+
+def _takes_context(key: Hashable, fn: Callable[..., Any], what: str) -> bool:
+    params = _parameters(fn)
+    if params is None:
         return False  # a builtin without a signature: assume fn(value)
-    params = list(signature.parameters.values())
     positional = [p for p in params if p.kind in _POSITIONAL]
     required = [p for p in positional if p.default is p.empty]
     variadic = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params)
@@ -133,7 +163,8 @@ def build_kernel(key: Hashable, node: Node) -> Kernel:
             key, f"state must be a zero-argument callable, got {node.state!r}"
         )
     simple = not takes_context and not node.pass_datum and node.timeout is None
-    fast = mode is Mode.PLAIN and simple and not is_identity
+    # A plain callable runs over a whole batch; sinks get a batch of data.
+    fast = mode is Mode.PLAIN and not takes_context and node.timeout is None and not is_identity
     return Kernel(fn, mode, takes_context, is_identity, fast, simple)
 
 

@@ -48,6 +48,15 @@ __all__ = ["Runner"]
 _ALIGN = True
 
 
+# Seconds an idle node's task waits for more input before it ends.
+_LINGER = 0.05
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class _Failed:
     """Marks a failed item inside a batch being processed."""
 
@@ -232,16 +241,25 @@ class Runner:
         self.restarts += 1
 
     async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
         lingered = False
         while True:
             message, channel = self._take()
             if channel is None:
                 if lingered:
                     return  # idle: the task ends; wake() starts a new one
-                # Linger one event-loop turn: in a busy pipeline the next batch
-                # is usually on its way, and a task is dearer than a turn.
+                # Linger a little before ending: under a steady trickle of data
+                # the next batch is usually on its way, and starting a task is
+                # dearer than waiting for it. (Real time on purpose: this is
+                # resource management, not behaviour.)
                 lingered = True
-                await asyncio.sleep(0)
+                waiter = self._waiter = loop.create_future()
+                timer = loop.call_later(_LINGER, _expire, waiter)
+                try:
+                    await waiter
+                finally:
+                    self._waiter = None
+                    timer.cancel()
                 continue
             lingered = False
             if type(message) is Batch:
