@@ -338,7 +338,8 @@ async def test_apply_completes_with_idle_sources() -> None:
     assert report.visited == 3  # src, a, b: the region up to the changed node
 
 
-async def test_apply_completes_under_full_backpressure() -> None:
+def held_pipeline() -> tuple[asyncio.Event, list[Any], hp.Graph]:
+    """A pipeline in -> a (tags "old") -> out whose sink waits for the returned gate."""
     gate = asyncio.Event()
     got: list[Any] = []
 
@@ -353,6 +354,11 @@ async def test_apply_completes_under_full_backpressure() -> None:
             "out": hp.sink(held, inputs=["a"]),
         }
     )
+    return gate, got, graph
+
+
+async def test_apply_completes_under_full_backpressure() -> None:
+    gate, got, graph = held_pipeline()
     async with hp.run(graph, capacity=2) as topo:
         for i in range(7):  # fill every channel
             await asyncio.wait_for(topo.inject("in", i), 1)
@@ -390,20 +396,7 @@ async def test_apply_completes_while_a_source_is_blocked_on_io() -> None:
 
 
 async def test_a_timed_out_apply_says_so_and_completes_in_order() -> None:
-    gate = asyncio.Event()
-    got: list[Any] = []
-
-    async def held(d: hp.Datum) -> None:
-        await gate.wait()
-        got.append(d.value)
-
-    graph = hp.Graph(
-        {
-            "in": hp.Node(),
-            "a": hp.Node(lambda x: ("old", x), inputs=["in"]),
-            "out": hp.sink(held, inputs=["a"]),
-        }
-    )
+    gate, got, graph = held_pipeline()
     async with hp.run(graph, capacity=2) as topo:
         for i in range(7):
             await topo.inject("in", i)
