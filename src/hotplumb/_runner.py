@@ -585,6 +585,10 @@ class Runner:
         if switch.node is None:
             self.stopped = True
             self.stop_producer()
+            # Every producer has switched away from these channels (they sent
+            # the barrier); sealing them turns a stray put into an error, not a loss.
+            for channel in self.inputs:
+                channel.seal()
             return True
         old = self.node
         self.inputs = switch.inputs
