@@ -9,8 +9,8 @@ import pytest
 
 import hotplumb as hp
 import hotplumb._runner
+from hotplumb.testing import FakeClock, wait_until
 from tests.reconfig import Log, Plan, Spec, apply, build, bump, check, inject
-from tests.support import until
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Hashable
@@ -182,7 +182,7 @@ async def test_a_replaced_node_starts_from_the_old_state() -> None:
     )
     async with hp.run(graph, capacity=4) as topo:
         feeder = asyncio.create_task(topo.inject_many("in", range(100)))
-        await until(lambda: topo.statistics()["in"].received >= 20)
+        await wait_until(lambda: topo.statistics()["in"].received >= 20)
         new = hp.Node(counter(1000), inputs=["in"], state=lambda: 0)
         await topo.apply(topo.graph.add_node("count", new))
         await feeder
@@ -397,12 +397,17 @@ async def test_apply_completes_while_a_source_is_blocked_on_io() -> None:
 
 async def test_a_timed_out_apply_says_so_and_completes_in_order() -> None:
     gate, got, graph = held_pipeline()
-    async with hp.run(graph, capacity=2) as topo:
+    clock = FakeClock()
+    async with hp.run(graph, capacity=2, clock=clock) as topo:
         for i in range(7):
             await topo.inject("in", i)
         new_graph = topo.graph.add_node("a", hp.Node(lambda x: ("new", x), inputs=["in"]))
-        with pytest.raises(hp.ApplyError, match="did not complete within") as caught:
-            await topo.apply(new_graph, timeout=0.01)
+        change = asyncio.create_task(topo.apply(new_graph, timeout=5))
+        await clock.advance(4.9)
+        assert not change.done()
+        await clock.advance(0.1)
+        with pytest.raises(hp.ApplyError, match="did not complete within 5s") as caught:
+            await change
         assert caught.value.running == "switching"
         assert "goes on in the background" in str(caught.value)
         gate.set()

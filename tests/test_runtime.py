@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import hotplumb as hp
-from tests.support import until
+from hotplumb.testing import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Hashable, Iterator
@@ -227,7 +227,7 @@ async def test_counting_identity_holds_while_data_is_in_flight() -> None:
     }
     async with hp.run(hp.Graph(nodes), capacity=4) as topo:
         task = asyncio.create_task(topo.inject_many("in", range(30)))
-        await until(lambda: topo.statistics()["in"].received >= 12)
+        await wait_until(lambda: topo.statistics()["in"].received >= 12)
         stats = topo.statistics()
         in_flight = sum(s.input_depth + s.in_progress for s in stats.values())
         assert stats["out"].in_progress >= 1  # the batch the sink is blocked in
@@ -448,7 +448,7 @@ async def test_close_without_drain_reports_what_was_not_delivered() -> None:
     )
     async with hp.run(graph) as topo:
         await topo.inject_many("in", range(10))
-        await until(lambda: topo.statistics()["out"].received >= 1)
+        await wait_until(lambda: topo.statistics()["out"].received >= 1)
         report = await asyncio.wait_for(topo.close(drain=False), 5)
     assert not report.drained
     assert sorted(d.origin for d in report.undelivered) == list(range(10))
