@@ -314,7 +314,8 @@ class Runner:
                 out = await self._process_general(batch, route_out)
         except _Crash as crash:
             if crash.rest is not None and crash.rest.values:
-                channel.push_front(crash.rest)
+                channel.push_front(crash.rest)  # taken again by the restarted task
+                self.received -= len(crash.rest.values)
             if crash.partial is not None and crash.partial.values:
                 await self._send(crash.partial, batch, started)
             self.current = None
