@@ -535,3 +535,26 @@ async def test_nodes_outside_the_region_are_not_disturbed() -> None:
         assert report.visited == 2  # in_a and a
         assert topo.statistics()["b"].version == 0
         gate.set()
+
+
+async def test_the_timeout_also_bounds_waiting_for_an_earlier_change() -> None:
+    gate, got, graph = held_pipeline()
+    clock = FakeClock()
+    async with hp.run(graph, capacity=2, clock=clock) as topo:
+        for i in range(7):
+            await topo.inject("in", i)
+        first = topo.graph.add_node("a", hp.Node(lambda x: ("new", x), inputs=["in"]))
+        slow = asyncio.create_task(topo.apply(first, timeout=1))
+        await clock.advance(1)
+        with pytest.raises(hp.ApplyError):
+            await slow  # still switching behind the held sink
+        second = first.add_node("a", hp.Node(lambda x: ("newer", x), inputs=["in"]))
+        blocked = asyncio.create_task(topo.apply(second, timeout=2))
+        await clock.advance(2)
+        with pytest.raises(hp.ApplyError, match="earlier change did not finish within 2s") as e:
+            await blocked
+        assert e.value.running == "old"
+        gate.set()
+        await topo.drain()
+        assert topo.graph is first  # the second change never started
+    assert got == [("old", i) for i in range(7)]

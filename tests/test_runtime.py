@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import hotplumb as hp
-from hotplumb.testing import wait_until
+from hotplumb.testing import FakeClock, wait_until
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Hashable, Iterator
@@ -509,3 +509,20 @@ async def test_a_callable_with_an_unusable_signature_is_refused_before_start() -
     with pytest.raises(hp.InvalidNodeCallableError, match=r"s0.*3 required positional"):
         async with hp.run(graph):
             pass  # pragma: no cover
+
+
+async def test_close_with_a_timeout_stops_a_stuck_drain_and_reports_what_was_left() -> None:
+    never = asyncio.Event()
+
+    async def stuck(d: hp.Datum) -> None:
+        await never.wait()
+
+    clock = FakeClock()
+    graph = hp.Graph({"in": hp.Node(), "out": hp.sink(stuck, inputs=["in"])})
+    async with hp.run(graph, clock=clock) as topo:
+        await topo.inject_many("in", range(5))
+        closing = asyncio.create_task(topo.close(timeout=3))
+        await clock.advance(3)
+        report = await asyncio.wait_for(closing, 5)
+    assert not report.drained
+    assert sorted(d.origin for d in report.undelivered) == list(range(5))

@@ -404,25 +404,38 @@ class Topology:
         """
         if self._closed:
             raise TopologyClosedError("the topology is closed")
-        async with self._lock:
-            await self._settle()
-            await self._flush(timeout)
+        deadline = self._deadline(timeout)
+        await self._within(self._lock.acquire(), deadline)
+        try:
+            await self._within(self._settle(), deadline)
+            await self._within(self._flush(), deadline)
+        finally:
+            self._lock.release()
+
+    # One deadline bounds every wait of a drain or a change: for the lock (another
+    # change in progress), for a previous change still propagating, and for the
+    # barrier itself. A flush barrier abandoned by a timeout is harmless: it
+    # switches nothing and nobody waits for it.
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        return None if timeout is None else self.clock.now() + timeout
+
+    async def _within(self, awaitable: Coroutine[Any, Any, Any], deadline: float | None) -> None:
+        if deadline is None:
+            await awaitable
+        else:
+            remaining = max(0.0, deadline - self.clock.now())
+            await run_with_timeout(self.clock, awaitable, remaining)
 
     async def _settle(self) -> None:
         if self._pending is not None:
             await self._pending.done.wait()
 
-    async def _flush(self, timeout: float | None) -> None:
+    async def _flush(self) -> None:
         barrier = Barrier(self._generation, frozenset(self._runners), {})
         for channel in self._entries.values():
             channel.put_control(barrier)
-        await self._wait(barrier.done, timeout)
-
-    async def _wait(self, event: asyncio.Event, timeout: float | None) -> None:
-        if timeout is None:
-            await event.wait()
-        else:
-            await run_with_timeout(self.clock, event.wait(), timeout)
+        await barrier.done.wait()
 
     async def apply(self, graph: Graph, *, timeout: float | None = None) -> ApplyReport:
         """Change the running topology to ``graph`` while data flows.
@@ -435,54 +448,71 @@ class Topology:
 
         Args:
             graph: The graph to run from now on.
-            timeout: Seconds (on the topology's clock) to wait for the switch.
+            timeout: Seconds (on the topology's clock) to wait in all: for an
+                earlier change to finish, and for this one's switch.
 
         Returns:
             A report of the change.
 
         Raises:
-            ApplyError: The switch did not complete within ``timeout`` (it goes on
-                in the background and completes in order; the error says so), or
-                the new graph's nodes could not be started (nothing changed).
+            ApplyError: The time ran out (``running`` says whether nothing
+                changed, or the switch goes on in the background and completes
+                in order), or the new graph's nodes could not be started
+                (nothing changed).
             TopologyClosedError: The topology is closed.
         """
         if not isinstance(graph, Graph):
             raise TypeError(f"apply() takes a hotplumb.Graph, got {type(graph).__name__}")
         if self._closing:
             raise TopologyClosedError("the topology is closed; it takes no more changes")
-        async with self._lock:
-            await self._settle()
-            old = self.graph
-            changes = old.diff(graph)
-            if not changes:
-                self.graph = graph
-                return ApplyReport(changes, self._generation, 0, 0.0)
-            try:
-                kernels = {
-                    k: build_kernel(k, graph.nodes[k])
-                    for k in changes.added | changes.replaced | changes.rewired
-                }
-            except Exception as exc:
-                raise ApplyError(f"the new graph cannot start: {exc}", "old") from exc
-            self._generation += 1
-            barrier = self._launch(graph, changes, kernels)
-            began = time.perf_counter()
-            try:
-                await self._wait(barrier.done, timeout)
-            except TimeoutError:
-                pending = ", ".join(sorted(map(repr, barrier.pending))[:5])
-                raise ApplyError(
-                    f"the change did not complete within {timeout}s (waiting for {pending})",
-                    "switching",
-                ) from None
-            return ApplyReport(
-                changes,
-                barrier.generation,
-                len(barrier.region),
-                time.perf_counter() - began,
-                tuple(self._change_errors.pop(barrier.generation, ())),
-                MappingProxyType(self._removed_statistics.pop(barrier.generation, {})),
-            )
+        deadline = self._deadline(timeout)
+        try:
+            await self._within(self._lock.acquire(), deadline)
+        except TimeoutError:
+            raise ApplyError(f"another change held the topology past {timeout}s", "old") from None
+        try:
+            return await self._apply(graph, deadline, timeout)
+        finally:
+            self._lock.release()
+
+    async def _apply(
+        self, graph: Graph, deadline: float | None, timeout: float | None
+    ) -> ApplyReport:
+        try:
+            await self._within(self._settle(), deadline)
+        except TimeoutError:
+            raise ApplyError(f"an earlier change did not finish within {timeout}s", "old") from None
+        old = self.graph
+        changes = old.diff(graph)
+        if not changes:
+            self.graph = graph
+            return ApplyReport(changes, self._generation, 0, 0.0)
+        try:
+            kernels = {
+                k: build_kernel(k, graph.nodes[k])
+                for k in changes.added | changes.replaced | changes.rewired
+            }
+        except Exception as exc:
+            raise ApplyError(f"the new graph cannot start: {exc}", "old") from exc
+        self._generation += 1
+        barrier = self._launch(graph, changes, kernels)
+        began = time.perf_counter()
+        try:
+            await self._within(barrier.done.wait(), deadline)
+        except TimeoutError:
+            pending = ", ".join(sorted(map(repr, barrier.pending))[:5])
+            raise ApplyError(
+                f"the change did not complete within {timeout}s (waiting for {pending})",
+                "switching",
+            ) from None
+        return ApplyReport(
+            changes,
+            barrier.generation,
+            len(barrier.region),
+            time.perf_counter() - began,
+            tuple(self._change_errors.pop(barrier.generation, ())),
+            MappingProxyType(self._removed_statistics.pop(barrier.generation, {})),
+        )
 
     def _launch(
         self, graph: Graph, changes: Changelist, kernels: Mapping[Hashable, Kernel]
@@ -597,16 +627,20 @@ class Topology:
 
     # -- stopping ---------------------------------------------------------------
 
-    async def close(self, *, drain: bool = True) -> ShutdownReport:
+    async def close(self, *, drain: bool = True, timeout: float | None = None) -> ShutdownReport:
         """Stop the topology: sources first, then (optionally) drain, then every task.
+
+        Calling it again returns the same report.
 
         Args:
             drain: Whether to wait until everything in flight is processed. With
                 ``False`` the topology stops at once and the report lists what
                 was not delivered.
+            timeout: Seconds (on the topology's clock) the drain may take; past
+                it the topology stops anyway and reports what was not delivered.
 
         Returns:
-            What was not delivered (nothing, after a drain).
+            What was not delivered (nothing, after a complete drain).
         """
         if self._report is not None:
             return self._report
@@ -617,10 +651,20 @@ class Topology:
             channel.seal()
         drained = False
         if drain:
-            async with self._lock:
-                await self._settle()
-                await self._flush(None)
-            drained = True
+            deadline = self._deadline(timeout)
+            try:
+                await self._within(self._lock.acquire(), deadline)
+            except TimeoutError:
+                pass
+            else:
+                try:
+                    await self._within(self._settle(), deadline)
+                    await self._within(self._flush(), deadline)
+                    drained = True
+                except TimeoutError:
+                    pass
+                finally:
+                    self._lock.release()
         tasks = [r.task for r in self._runners.values() if r.task is not None]
         for task in tasks:
             task.cancel()
