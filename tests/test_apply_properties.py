@@ -15,18 +15,47 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import hotplumb as hp
+from hotplumb.testing import wait_until
 from tests.reconfig import Log, Plan, Spec, apply, build, check, inject
 from tests.reconfig import plans as plan_strategy
 
 
 def edit(plan: Plan, rng: random.Random, version: int) -> Plan:
-    """One random edit: replace, rewire, re-delay, add or remove a target, add a branch."""
+    """One random edit of ``plan``.
+
+    Replace, rewire or re-delay a node, add or remove a target, add a branch,
+    add or remove a source.
+    """
     specs = dict(plan.specs)
     keys = list(specs)
     procs = [k for k in keys if specs[k].inputs and not specs[k].target]
     removable = [k for k in keys if specs[k].target and not k.startswith("keep/")]
-    choice = rng.choice(["replace", "rewire", "delay", "add_target", "remove_target", "branch"])
-    if choice == "rewire" and procs:
+    sources = plan.sources()
+    choice = rng.choice(
+        [
+            "replace",
+            "rewire",
+            "delay",
+            "add_target",
+            "remove_target",
+            "branch",
+            "add_source",
+            "remove_source",
+        ]
+    )
+    if choice == "remove_source" and len(sources) > 1:
+        gone = rng.choice(sources)
+        for key in [k for k, s in specs.items() if s.target]:
+            if gone in _ancestors(specs, key):
+                del specs[key]
+        specs = Plan(specs).active()  # the source and all that only it fed go
+    elif choice == "add_source":
+        others = [k for k in keys if not specs[k].target]
+        specs[f"s{version}"] = Spec(version=version)
+        specs[f"keep/s{version}"] = Spec((f"s{version}",), version, target=True)
+        specs[f"p{version}"] = Spec((f"s{version}", rng.choice(others)), version, 1)
+        specs[f"t{version}"] = Spec((f"p{version}",), version, target=True)
+    elif choice == "rewire" and procs:
         key = rng.choice(procs)
         earlier = keys[: keys.index(key)]
         earlier = [k for k in earlier if not specs[k].target]
@@ -55,15 +84,35 @@ def edit(plan: Plan, rng: random.Random, version: int) -> Plan:
     return Plan(specs)
 
 
+def _ancestors(specs: dict[str, Spec], key: str) -> set[str]:
+    seen: set[str] = set()
+    stack = [key]
+    while stack:
+        k = stack.pop()
+        for i in specs[k].inputs:
+            if i not in seen:
+                seen.add(i)
+                stack.append(i)
+    return seen
+
+
 async def scenario(plans: list[Plan], items: int, capacity: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     log = Log()
     async with hp.run(build(plans[0], log), capacity=capacity) as topo:
-        sources = plans[0].sources()
+        # Every source of every version: one not running (yet, or any more) refuses
+        # data, which is then not injected and not expected anywhere.
+        sources = list(dict.fromkeys(s for plan in plans for s in plan.sources()))
 
         async def feed(source: str) -> None:
+            # A source added by a later version starts once that change is done.
+            first = next(i for i, plan in enumerate(plans) if source in plan.sources())
+            await wait_until(lambda: log.completed >= first, timeout=10)
             for seq in range(items):
-                await inject(topo, log, source, seq)
+                try:
+                    await inject(topo, log, source, seq)
+                except (hp.NotAnEntryPointError, hp.TopologyClosedError):
+                    await asyncio.sleep(0)
                 if rng.random() < 0.3:
                     await asyncio.sleep(0)
 
