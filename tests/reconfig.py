@@ -15,8 +15,9 @@ and path, data arrive in injection order.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
-from collections.abc import Hashable, Sequence
+from collections.abc import AsyncIterator, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -35,6 +36,7 @@ class Spec:
     version: int = 0
     delay: int = 0  # event-loop turns the node takes per datum
     target: bool = False
+    produces: bool = False  # a generator source, producing on its own
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,8 @@ class Log:
     completed: int = 0  # apply calls returned
     # One Node object per (key, spec): an unchanged spec is an unchanged node.
     nodes: dict[tuple[str, Spec], hp.Node] = field(default_factory=dict)
+    produce: int = 0  # how many values each generator source makes, across its versions
+    sequences: dict[str, Iterator[int]] = field(default_factory=dict)
 
 
 def _tagger(key: str, version: int, delay: int) -> Any:
@@ -122,9 +126,31 @@ def _node(key: str, spec: Spec, log: Log) -> hp.Node:
             log.delivered.append((key, spec.version, d.path, d.value))
 
         return hp.sink(record, inputs=spec.inputs)
+    if spec.produces:
+        return hp.source(_producer(key, log), fn=lambda v: (v, ((key, spec.version),)))
     if not spec.inputs:
         return hp.Node(lambda v: (v, ((key, spec.version),)))
     return hp.Node(_tagger(key, spec.version, spec.delay), inputs=spec.inputs)
+
+
+_LATER = 1 << 30  # an epoch bound not yet known
+
+
+def _producer(key: str, log: Log) -> Any:
+    """A generator source's values; each version continues the key's numbering."""
+    numbers = log.sequences.setdefault(key, itertools.count())
+
+    async def produce(ctx: hp.Context) -> AsyncIterator[tuple[str, int]]:
+        while (seq := next(numbers)) < log.produce:
+            # A value offered to a full channel when its source stops goes in
+            # before the stop: its epoch is then known only to be from `low` on.
+            log.injected[(key, seq)] = (log.completed, _LATER)
+            yield (key, seq)
+            # Resumed once the value is in the entry channel: bound its epoch.
+            log.injected[(key, seq)] = (log.injected[(key, seq)][0], log.started)
+            await asyncio.sleep(0)
+
+    return produce
 
 
 async def inject(topo: hp.Topology, log: Log, source: str, seq: int) -> None:
@@ -152,6 +178,7 @@ def check(plans: Sequence[Plan], log: Log) -> list[str]:
     if unknown:
         problems.append(f"delivered but never injected: {sorted(unknown)[:3]}")
     for origin, (low, high) in log.injected.items():
+        high = min(high, len(plans) - 1)
         got = copies.get(origin, [])
         if not any(_explains(plans[e], origin[0], got) for e in range(low, high + 1)):
             problems.append(
@@ -197,7 +224,7 @@ def plans(draw: st.DrawFn) -> Plan:
     specs: dict[str, Spec] = {}
     sources = [f"s{i}" for i in range(draw(st.integers(1, 3)))]
     for s in sources:
-        specs[s] = Spec()
+        specs[s] = Spec(produces=draw(st.booleans()))
     procs: list[str] = []
     for i in range(draw(st.integers(1, 6))):
         pool = sources + procs

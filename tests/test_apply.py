@@ -558,3 +558,31 @@ async def test_the_timeout_also_bounds_waiting_for_an_earlier_change() -> None:
         await topo.drain()
         assert topo.graph is first  # the second change never started
     assert got == [("old", i) for i in range(7)]
+
+
+async def test_a_value_a_replaced_source_was_offering_is_not_lost() -> None:
+    gate = asyncio.Event()
+    yielded: list[int] = []
+    got: list[Any] = []
+
+    async def old_feed(ctx: hp.Context) -> AsyncIterator[int]:
+        for i in range(100):
+            yielded.append(i)
+            yield i
+
+    async def new_feed(ctx: hp.Context) -> AsyncIterator[int]:
+        yield -1
+
+    async def held(d: hp.Datum) -> None:
+        await gate.wait()
+        got.append(d.value)
+
+    graph = hp.Graph({"feed": hp.source(old_feed), "out": hp.sink(held, inputs=["feed"])})
+    async with hp.run(graph, capacity=2) as topo:
+        await wait_until(lambda: len(yielded) > 4)  # the feed is blocked offering a value
+        change = asyncio.create_task(topo.apply(graph.add_node("feed", hp.source(new_feed))))
+        await wait_until(lambda: topo.generation == 1)  # the cut is made
+        gate.set()
+        await change
+        await topo.drain()
+    assert got == [*yielded, -1]  # every value the old feed yielded, then the new feed's

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -51,7 +52,7 @@ def edit(plan: Plan, rng: random.Random, version: int) -> Plan:
         specs = Plan(specs).active()  # the source and all that only it fed go
     elif choice == "add_source":
         others = [k for k in keys if not specs[k].target]
-        specs[f"s{version}"] = Spec(version=version)
+        specs[f"s{version}"] = Spec(version=version, produces=rng.random() < 0.5)
         specs[f"keep/s{version}"] = Spec((f"s{version}",), version, target=True)
         specs[f"p{version}"] = Spec((f"s{version}", rng.choice(others)), version, 1)
         specs[f"t{version}"] = Spec((f"p{version}",), version, target=True)
@@ -79,7 +80,7 @@ def edit(plan: Plan, rng: random.Random, version: int) -> Plan:
         specs[f"t{version}"] = Spec((f"p{version}",), version, target=True)
     else:
         key = rng.choice(keys)
-        specs[key] = Spec(specs[key].inputs, version, specs[key].delay, specs[key].target)
+        specs[key] = replace(specs[key], version=version)
     # Keep keys in a topological order: new keys are appended, so it already is.
     return Plan(specs)
 
@@ -98,11 +99,12 @@ def _ancestors(specs: dict[str, Spec], key: str) -> set[str]:
 
 async def scenario(plans: list[Plan], items: int, capacity: int, seed: int) -> list[str]:
     rng = random.Random(seed)
-    log = Log()
+    log = Log(produce=items)
     async with hp.run(build(plans[0], log), capacity=capacity) as topo:
         # Every source of every version: one not running (yet, or any more) refuses
         # data, which is then not injected and not expected anywhere.
         sources = list(dict.fromkeys(s for plan in plans for s in plan.sources()))
+        sources = [s for s in sources if not any(p.specs.get(s, Spec()).produces for p in plans)]
 
         async def feed(source: str) -> None:
             # A source added by a later version starts once that change is done.

@@ -145,6 +145,12 @@ class Channel:
         self._append(message)
         self.consumer.wake()
 
+    def force_put(self, batch: Batch) -> None:
+        """Append ``batch`` now, even past capacity (for data that must precede what follows)."""
+        self._append(batch)
+        self.size += len(batch.values)
+        self.consumer.wake()
+
     def push_front(self, batch: Batch) -> None:
         """Put ``batch`` back at the head (a restarted consumer takes it first)."""
         if self._buffer is None:

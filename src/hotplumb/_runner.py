@@ -89,6 +89,7 @@ class Runner:
         "_barrier",
         "_deaths",
         "_last_barrier",
+        "_offered",
         "_rr",
         "_waiter",
         "ctx",
@@ -156,6 +157,7 @@ class Runner:
         self._barrier: Barrier | None = None
         self._arrived: set[Channel] = set()
         self._last_barrier: Barrier | None = None
+        self._offered: Batch | None = None  # what the producer waits to put
         self._deaths: deque[float] | None = None  # times of recent deaths, made on the first
 
     # -- wiring -----------------------------------------------------------------
@@ -199,8 +201,17 @@ class Runner:
             self.producer = self.topology.spawn(self._produce(), f"hotplumb source {self.key!r}")
 
     def stop_producer(self) -> None:
-        """Cancel the generator source, if running (it produces nothing more)."""
+        """Cancel the generator source, if running (it produces nothing more).
+
+        A value it produced and is still offering to a full entry channel goes
+        in anyway: it was produced before the stop, so it goes before whatever
+        follows (a change's barrier, or the final drain), and is not lost.
+        """
         if self.producer is not None:
+            offered = self._offered
+            if offered is not None and self.entry is not None and not self.entry.closed:
+                self.entry.force_put(offered)
+            self._offered = None
             self.producer.cancel()
             self.producer = None
 
@@ -543,7 +554,11 @@ class Runner:
             try:
                 async for value in stream:
                     values = [value]
-                    await entry.put(Batch(values, values, None))
+                    self._offered = Batch(values, values, None)
+                    try:
+                        await entry.put(self._offered)
+                    finally:
+                        self._offered = None
                 return
             except TopologyClosedError:
                 return
