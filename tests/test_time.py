@@ -499,3 +499,24 @@ async def test_a_timed_out_datum_goes_to_on_error() -> None:
     assert handled[0].error is not None
     assert isinstance(handled[0].error.exception, TimeoutError)
     assert topo.errors.total == 0
+
+
+async def test_a_slow_reader_never_has_more_than_one_tick_waiting() -> None:
+    clock = FakeClock()
+    depths: list[int] = []
+    received: list[hp.Tick] = []
+    topo_ref: list[hp.Topology] = []
+
+    async def slow(datum: hp.Datum) -> None:
+        depths.append(topo_ref[0].statistics()["out"].input_depth)
+        await clock.sleep_until(clock.now() + 3.5)
+        received.append(datum.value)
+
+    # The reader's own capacity is large: the timer's output capacity bounds it.
+    graph = hp.Graph({"tick": hp.timer(1.0), "out": hp.sink(slow, inputs=["tick"], capacity=1024)})
+    async with hp.run(graph, clock=clock) as topo:
+        topo_ref.append(topo)
+        await clock.advance(200.0)
+        await clock.drive(topo.close())
+    assert max(depths) <= 1
+    assert sum(t.missed for t in received) > 100  # coalesced at the timer, not queued

@@ -113,6 +113,10 @@ class Node:
             with :class:`TimeoutError`.
         capacity: The capacity of each of this node's input channels, in items;
             the topology's default when ``None``.
+        output_capacity: At most this many of this node's outputs wait in
+            each reader's input channel (the smaller of this and the reader's
+            capacity applies). A timer sets 1, so a slow reader never has more
+            than one tick queued and the timer coalesces the rest.
         restart: The restart policy when this node's task dies outright; the
             topology's default when ``None``.
         kind: Overrides the kind shown by inspection (e.g. ``NodeKind.TIMER``).
@@ -134,6 +138,7 @@ class Node:
     pass_datum: bool = False
     timeout: float | None = None
     capacity: int | None = None
+    output_capacity: int | None = None
     restart: RestartPolicy | None = None
     kind: NodeKind | None = None
 
@@ -153,6 +158,7 @@ class Node:
             pass_datum: bool = False,
             timeout: float | None = None,
             capacity: int | None = None,
+            output_capacity: int | None = None,
             restart: RestartPolicy | None = None,
             kind: NodeKind | None = None,
         ) -> None: ...
@@ -178,6 +184,10 @@ class Node:
             raise ValueError(f"Node timeout must be positive, got {self.timeout!r}")
         if self.capacity is not None and self.capacity < 1:
             raise ValueError(f"Node capacity must be at least 1, got {self.capacity!r}")
+        if self.output_capacity is not None and self.output_capacity < 1:
+            raise ValueError(
+                f"Node output_capacity must be at least 1, got {self.output_capacity!r}"
+            )
 
     @property
     def is_entry(self) -> bool:

@@ -242,6 +242,13 @@ class Topology:
         """The input-channel capacity for ``node``."""
         return node.capacity if node.capacity is not None else self.capacity
 
+    def edge_capacity(self, producer: Node, reader: Node) -> int:
+        """The capacity of the channel from ``producer`` into ``reader``."""
+        capacity = self.capacity_for(reader)
+        if producer.output_capacity is not None:
+            return min(capacity, producer.output_capacity)
+        return capacity
+
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """Start a task owned by this topology's task group."""
         return self._task_group.create_task(coro, name=name)
@@ -254,8 +261,10 @@ class Topology:
         for key, runner in runners.items():
             node = runner.node
             if node.inputs:
-                cap = self.capacity_for(node)
-                runner.inputs = [Channel(k, runner, cap) for k in node.inputs]
+                runner.inputs = [
+                    Channel(k, runner, self.edge_capacity(graph.nodes[k], node))
+                    for k in node.inputs
+                ]
             else:
                 runner.inputs = [runner.make_entry()]
                 self._entries[key] = runner.inputs[0]
@@ -548,11 +557,14 @@ class Topology:
                 new_entries[key] = entry
                 continue
             existing = {c.producer: c for c in runner.inputs} if key in runners else {}
-            cap = self.capacity_for(node)
             inputs[key] = [
-                existing[u] if u in existing and u not in fresh else Channel(u, runner, cap)
+                existing[u]
+                if u in existing and u not in fresh
+                else Channel(u, runner, self.edge_capacity(graph.nodes[u], node))
                 for u in node.inputs
             ]
+            for channel in inputs[key]:  # kept channels take the new nodes' capacity
+                channel.capacity = self.edge_capacity(graph.nodes[channel.producer], node)
 
         def channel_into(reader: Hashable, producer: Hashable) -> Channel:
             if reader in inputs:

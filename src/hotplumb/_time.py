@@ -10,12 +10,14 @@ the node is removed. Every timer reads time through the topology's clock
 The missed-tick policy. A timer with period ``p`` started at time ``t0`` has
 boundaries ``t0 + p``, ``t0 + 2p``, ... At each boundary it makes one
 :class:`Tick` and hands it to its entry channel, which holds one tick (the
-node's capacity is 1). If readers are slow, backpressure reaches the timer and
+node's capacity is 1); each reader's channel from the timer holds one tick too
+(``output_capacity=1``), whatever the reader's own capacity. If a reader is
+slow, backpressure reaches the timer at once and
 the hand-over waits; meanwhile no further ticks are made. When the hand-over
 completes and boundaries have passed, the timer emits one tick for the latest
 passed boundary, with ``missed`` set to the number of boundaries it skipped.
-So a slow reader never makes ticks pile up beyond the channels between the
-timer and it (each bounded by its capacity), and no tick is silently lost:
+So a slow reader never has more than one tick waiting for it, and what it gets
+next is recent, and no tick is silently lost:
 ``index`` counts boundaries and ``missed`` says how many had no tick of their
 own.
 
@@ -115,7 +117,7 @@ def timer(period: float) -> Node:
         raise TypeError(f"timer period must be a number of seconds, got {period!r}")
     if not math.isfinite(period) or period <= 0:
         raise ValueError(f"timer period must be positive and finite, got {period!r}")
-    return source(_ticks(float(period)), kind=NodeKind.TIMER, capacity=1)
+    return source(_ticks(float(period)), kind=NodeKind.TIMER, capacity=1, output_capacity=1)
 
 
 # One generator function per period, so timers of equal period are equal nodes.
