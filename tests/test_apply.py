@@ -9,7 +9,7 @@ import pytest
 
 import hotplumb as hp
 import hotplumb._runner
-from hotplumb.testing import FakeClock, wait_until
+from hotplumb.testing import FakeClock, wait_all_tasks_blocked, wait_until
 from tests.reconfig import Log, Plan, Spec, apply, build, bump, check, inject
 
 if TYPE_CHECKING:
@@ -586,3 +586,23 @@ async def test_a_value_a_replaced_source_was_offering_is_not_lost() -> None:
         await change
         await topo.drain()
     assert got == [*yielded, -1]  # every value the old feed yielded, then the new feed's
+
+
+async def test_an_inject_waiting_on_a_removed_entry_point_raises_instead_of_losing_data() -> None:
+    gate, got, graph = held_pipeline()
+    graph = graph.add_nodes_from(
+        {"other": hp.Node(), "keep": hp.sink(lambda d: None, inputs=["other"])}
+    )
+    async with hp.run(graph, capacity=2) as topo:
+        for i in range(9):  # every channel of the pipeline is full, the entry's too
+            await asyncio.wait_for(topo.inject("in", i), 1)
+        waiting = asyncio.create_task(topo.inject("in", 99))
+        await wait_all_tasks_blocked()
+        assert not waiting.done()
+        change = asyncio.create_task(topo.apply(topo.graph.remove_node("out")))
+        with pytest.raises(hp.TopologyClosedError, match="'in' takes no more data"):
+            await asyncio.wait_for(waiting, 5)
+        gate.set()
+        await change
+        assert "in" not in topo.running_keys()
+    assert got == [("old", i) for i in range(9)]  # all accepted data was delivered

@@ -116,7 +116,10 @@ class Channel:
         if self.size >= self.capacity or self._space:
             await self._wait_for_space()
         if self.closed:
-            raise TopologyClosedError(f"channel into {self.consumer.key!r} is closed")
+            raise TopologyClosedError(
+                f"{self.consumer.key!r} takes no more data: the topology closed, or a live "
+                "change removed it (or its input) while the call waited"
+            )
         self._append(batch)
         self.size += len(batch.values)
         self.consumer.wake()
