@@ -606,3 +606,18 @@ async def test_an_inject_waiting_on_a_removed_entry_point_raises_instead_of_losi
         await change
         assert "in" not in topo.running_keys()
     assert got == [("old", i) for i in range(9)]  # all accepted data was delivered
+
+
+async def test_closing_during_a_change_releases_the_apply_with_an_error() -> None:
+    gate, got, graph = held_pipeline()
+    async with hp.run(graph, capacity=2) as topo:
+        for i in range(7):
+            await topo.inject("in", i)
+        new = topo.graph.add_node("a", hp.Node(lambda x: ("new", x), inputs=["in"]))
+        change = asyncio.create_task(topo.apply(new))
+        await wait_until(lambda: topo.generation == 1)  # the barrier is on its way
+        report = await asyncio.wait_for(topo.close(drain=False), 5)
+        with pytest.raises(hp.TopologyClosedError, match="stopped before the barrier"):
+            await asyncio.wait_for(change, 5)
+    assert len(report.undelivered) == 7
+    assert got == []  # the sink never got past its gate: all 7 are reported instead

@@ -58,6 +58,8 @@ class Barrier:
         pending: The keys that have not acknowledged yet.
         done: Set when every node in the region has acknowledged.
         on_ack: Called with each key as it acknowledges.
+        aborted: Set (with ``done``) when the topology stopped before the
+            barrier had passed every node.
     """
 
     generation: int
@@ -66,6 +68,7 @@ class Barrier:
     pending: set[Hashable] = field(default_factory=set)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     on_ack: Callable[[Hashable], None] | None = None
+    aborted: bool = False
 
     def __post_init__(self) -> None:
         self.pending = set(self.region)
@@ -78,6 +81,12 @@ class Barrier:
         if self.on_ack is not None:
             self.on_ack(key)
         if not self.pending:
+            self.done.set()
+
+    def abort(self) -> None:
+        """Release whoever waits for this barrier: it will never complete."""
+        if not self.done.is_set():
+            self.aborted = True
             self.done.set()
 
     def __repr__(self) -> str:

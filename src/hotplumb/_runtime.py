@@ -228,7 +228,8 @@ class Topology:
         self._entries: dict[Hashable, Channel] = {}
         self._lock = asyncio.Lock()
         self._generation = 0
-        self._pending: Barrier | None = None
+        self._pending: Barrier | None = None  # the change in flight, if any
+        self._in_flight: set[Barrier] = set()  # every barrier not yet done
         self._change_errors: dict[int, list[tuple[Hashable, BaseException]]] = {}
         # Final counters of removed nodes, per generation, until apply reports them.
         self._removed_statistics: dict[int, dict[Hashable, NodeStatistics]] = {}
@@ -444,7 +445,22 @@ class Topology:
         barrier = Barrier(self._generation, frozenset(self._runners), {})
         for channel in self._entries.values():
             channel.put_control(barrier)
-        await barrier.done.wait()
+        await self._complete(barrier)
+
+    async def _complete(self, barrier: Barrier) -> None:
+        """Wait for ``barrier`` to pass every node of its region.
+
+        Raises:
+            TopologyClosedError: The topology stopped first.
+        """
+        self._in_flight.add(barrier)
+        try:
+            await barrier.done.wait()
+        finally:
+            if barrier.done.is_set():
+                self._in_flight.discard(barrier)
+        if barrier.aborted:
+            raise TopologyClosedError("the topology stopped before the barrier passed every node")
 
     async def apply(self, graph: Graph, *, timeout: float | None = None) -> ApplyReport:
         """Change the running topology to ``graph`` while data flows.
@@ -496,18 +512,23 @@ class Topology:
         if not changes:
             self.graph = graph
             return ApplyReport(changes, self._generation, 0, 0.0)
+        kernels: dict[Hashable, Kernel] = {}
         try:
-            kernels = {
-                k: build_kernel(k, graph.nodes[k])
-                for k in changes.added | changes.replaced | changes.rewired
-            }
+            for count, k in enumerate(changes.added | changes.replaced | changes.rewired, 1):
+                kernels[k] = build_kernel(k, graph.nodes[k])
+                if not count % 256:
+                    # A big change should not stall the data: nothing is
+                    # changed until the cut, and the lock keeps other changes out.
+                    await asyncio.sleep(0)
         except Exception as exc:
             raise ApplyError(f"the new graph cannot start: {exc}", "old") from exc
+        if self._closing:
+            raise TopologyClosedError("the topology closed before the change started")
         self._generation += 1
         barrier = self._launch(graph, changes, kernels)
         began = time.perf_counter()
         try:
-            await self._within(barrier.done.wait(), deadline)
+            await self._within(self._complete(barrier), deadline)
         except TimeoutError:
             pending = ", ".join(sorted(map(repr, barrier.pending))[:5])
             raise ApplyError(
@@ -695,6 +716,10 @@ class Topology:
         return self._finish(False)
 
     def _finish(self, drained: bool) -> ShutdownReport:
+        for barrier in list(self._in_flight):
+            barrier.abort()  # nobody is left to pass it on
+        if self._pending is not None:
+            self._pending.abort()
         undelivered: list[Datum] = []
         for runner in self._runners.values():
             held: list[Batch] = []
