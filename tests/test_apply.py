@@ -609,7 +609,7 @@ async def test_an_inject_waiting_on_a_removed_entry_point_raises_instead_of_losi
 
 
 async def test_closing_during_a_change_releases_the_apply_with_an_error() -> None:
-    gate, got, graph = held_pipeline()
+    _, got, graph = held_pipeline()
     async with hp.run(graph, capacity=2) as topo:
         for i in range(7):
             await topo.inject("in", i)

@@ -718,8 +718,6 @@ class Topology:
     def _finish(self, drained: bool) -> ShutdownReport:
         for barrier in list(self._in_flight):
             barrier.abort()  # nobody is left to pass it on
-        if self._pending is not None:
-            self._pending.abort()
         undelivered: list[Datum] = []
         for runner in self._runners.values():
             held: list[Batch] = []
