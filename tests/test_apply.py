@@ -621,3 +621,58 @@ async def test_closing_during_a_change_releases_the_apply_with_an_error() -> Non
             await asyncio.wait_for(change, 5)
     assert len(report.undelivered) == 7
     assert got == []  # the sink never got past its gate: all 7 are reported instead
+
+
+async def test_state_factories_that_fail_during_a_change_are_reported_not_fatal() -> None:
+    def broken() -> Any:
+        raise RuntimeError("no state for you")
+
+    def boom(state: Any) -> Any:
+        raise ValueError("cannot migrate")
+
+    graph = hp.Graph(
+        {
+            "in": hp.Node(),
+            "agg": hp.Node(counter(1), inputs=["in"], state=lambda: 0),
+            "out": hp.sink(lambda d: None, inputs=["agg"]),
+        }
+    )
+    async with hp.run(graph) as topo:
+        # A replacement whose migration and then state factory both fail: it runs from None.
+        new = hp.Node(counter(2), inputs=["in"], state=broken, migrate=boom)
+        report = await topo.apply(topo.graph.add_node("agg", new))
+        assert [type(e) for _, e in report.errors] == [ValueError, RuntimeError]
+        # A new node whose state factory fails: the change does not start at all.
+        extra = hp.Node(counter(1), inputs=["in"], state=broken)
+        with pytest.raises(hp.ApplyError, match=r"no state for you.*runs the old graph"):
+            await topo.apply(
+                topo.graph.add_nodes_from({"x": extra, "y": hp.sink(print, inputs=["x"])})
+            )
+        assert topo.generation == 1
+        assert "x" not in topo.running_keys()
+
+
+async def test_a_replaced_entry_point_takes_its_new_capacity() -> None:
+    graph = hp.Graph({"in": hp.Node(capacity=8), "out": hp.sink(lambda d: None, inputs=["in"])})
+    async with hp.run(graph) as topo:
+        await topo.apply(graph.add_node("in", hp.Node(lambda x: x, capacity=2)))
+        assert topo.snapshot()["in"].channels[0].capacity == 2
+        assert topo.statistics()["in"].input_capacity == 2
+
+
+async def test_injecting_into_an_entry_point_being_removed_says_so() -> None:
+    gate, got, graph = held_pipeline()
+    async with hp.run(graph, capacity=2) as topo:
+        for i in range(7):
+            await topo.inject("in", i)
+        change = asyncio.create_task(topo.apply(graph.remove_node("out").add_node("k", hp.Node())))
+        await wait_until(lambda: topo.generation == 1)
+        with pytest.raises(
+            hp.NotAnEntryPointError, match="a live change in progress is removing it"
+        ):
+            await topo.inject("in", 99)
+        with pytest.raises(hp.NotAnEntryPointError):
+            await topo.inject_many("in", [100])
+        gate.set()
+        await change
+    assert len(got) == 7  # what was accepted before the change was delivered

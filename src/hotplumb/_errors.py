@@ -187,7 +187,13 @@ class NotAnEntryPointError(HotplumbError, ValueError):
 
 
 class TopologyClosedError(HotplumbError, RuntimeError):
-    """The topology is closed (or closing) and takes no more data or changes."""
+    """The topology is closed (or closing) and takes no more data or changes.
+
+    Attributes:
+        accepted: For ``inject_many``: how many values went in before this.
+    """
+
+    accepted: int | None = None
 
 
 class ApplyError(HotplumbError, RuntimeError):

@@ -103,12 +103,16 @@ class Runner:
         "kernel",
         "key",
         "last_error",
+        "next_inputs",
         "node",
         "outputs",
+        "partial",
         "producer",
+        "progress",
         "received",
         "restarts",
         "root",
+        "sending",
         "started",
         "stopped",
         "task",
@@ -147,7 +151,16 @@ class Runner:
         # target, delivered), filtered or failed. In flight = channel depths + holding.
         self.holding = 0
         self.last_error: NodeError | None = None
+        # What the node holds, for the shutdown report: the input batch being
+        # processed (`current`, of which the first `progress` items are settled),
+        # the outputs made from it so far (`partial`), or an output batch being
+        # sent to the readers (`sending`).
         self.current: Batch | None = None
+        self.progress = 0
+        self.partial: Batch | None = None
+        self.sending: Batch | None = None
+        # The input channels of a change in flight, attached when it switches.
+        self.next_inputs: list[Channel] | None = None
         self.started = False
         self.stopped = False
         self.task: asyncio.Task[None] | None = None
@@ -197,7 +210,7 @@ class Runner:
 
     def start_producer(self) -> None:
         """Start the generator source of this node, if it has one."""
-        if self.node.source is not None and self.producer is None:
+        if self.node.source is not None and self.producer is None and not self.topology.closing:
             self.producer = self.topology.spawn(self._produce(), f"hotplumb source {self.key!r}")
 
     def stop_producer(self) -> None:
@@ -311,6 +324,7 @@ class Runner:
         tracing = self.topology.trace
         started = self.topology.clock.now() if tracing else 0.0
         self.current = batch
+        self.progress = 0
         try:
             if kernel.is_identity:
                 self.emitted += count
@@ -324,25 +338,48 @@ class Runner:
             else:
                 out = await self._process_general(batch, route_out)
         except _Crash as crash:
+            self.current = self.partial = None
             if crash.rest is not None and crash.rest.values:
                 channel.push_front(crash.rest)  # taken again by the restarted task
                 self.received -= len(crash.rest.values)
+                self.holding -= len(crash.rest.values)
             if crash.partial is not None and crash.partial.values:
                 await self._send(crash.partial, batch, started)
-            self.current = None
             self.holding = 0
             raise
+        self.current = self.partial = None
         if out is not None and out.values:
-            self.current = out
             await self._send(out, batch, started)
-        self.current = None
         self.holding = 0
+
+    def held(self) -> list[tuple[Batch, bool]]:
+        """What this node holds and has not passed on: ``(batch, is_output)`` pairs."""
+        held: list[tuple[Batch, bool]] = []
+        if self.sending is not None:
+            held.append((self.sending, True))
+        if self.current is not None:
+            rest = _sub_batch(self.current, self.progress) if self.progress else self.current
+            if rest.values:
+                held.append((rest, False))
+            if self.partial is not None and self.partial.values:
+                held.append((self.partial, True))
+        return held
+
+    def all_inputs(self) -> list[Channel]:
+        """The input channels, with those a change in flight will attach."""
+        if not self.next_inputs:
+            return self.inputs
+        return self.inputs + [c for c in self.next_inputs if c not in self.inputs]
 
     async def _send(self, out: Batch, batch: Batch, started: float) -> None:
         if self.topology.trace:
             out.trace = Trace(self.key, started, self.topology.clock.now(), batch.trace)
+        # Not cleared if cancelled here: the shutdown report lists it. (With
+        # several readers, some may already have it; the report says where it was.)
+        self.sending = out
         for channel in self.outputs:
             await channel.put(out)
+        self.sending = None
 
     def _process_fast(self, batch: Batch, route_out: Route) -> Batch:
         fn = self.kernel.fn
@@ -390,22 +427,35 @@ class Runner:
     async def _process_async(self, batch: Batch, route_out: Route) -> Batch:
         """An ``async def`` taking just the value: awaited in turn, nothing else per item."""
         fn = self.kernel.fn
-        results: list[Any] = []
-        append = results.append
-        failures = 0
-        for value in batch.values:
+        origins, parents = batch.origins, batch.parents
+        out_values: list[Any] = []
+        out_origins: list[Any] = []
+        out_parents: list[tuple[Datum, ...]] | None = [] if parents is not None else None
+        out = self.partial = Batch(out_values, out_origins, route_out, out_parents, batch.trace)
+        target = not self.outputs
+        for i, value in enumerate(batch.values):
             try:
-                append(await fn(value))
+                result = await fn(value)
             except Exception as exc:
-                failures += 1
-                index = len(results)
                 try:
-                    append(self._fail(batch, index, route_out, exc))
+                    result = self._fail(batch, i, route_out, exc)
                 except _Crash as crash:
-                    crash.partial = self._keep(results, batch, route_out)
-                    crash.rest = _sub_batch(batch, index + 1)
+                    crash.partial = out
+                    crash.rest = _sub_batch(batch, i + 1)
                     raise
-        return self._settle(results, batch, route_out, failures)
+            if result is SKIP:
+                self.filtered += 1
+                self.holding -= 1
+            elif result is not _FAILED:
+                out_values.append(result)
+                out_origins.append(origins[i])
+                if out_parents is not None and parents is not None:
+                    out_parents.append(parents[i])
+                self.emitted += 1
+                if target:
+                    self.holding -= 1
+            self.progress = i + 1
+        return out
 
     def _keep(self, results: list[Any], batch: Batch, route_out: Route) -> Batch:
         mask = [r is not SKIP and r is not _FAILED for r in results]
@@ -429,6 +479,7 @@ class Runner:
         out_origins: list[Any] = []
         out_parents: list[tuple[Datum, ...]] = []
         has_parents = parents is not None
+        self.partial = Batch(out_values, out_origins, route_out, out_parents, batch.trace)
         for i, value in enumerate(values):
             origin = origins[i]
             mine: tuple[Datum, ...] = parents[i] if parents is not None else ()
@@ -452,6 +503,7 @@ class Runner:
                     crash.rest = _sub_batch(batch, i + 1)
                     raise
                 if replacement is _FAILED:
+                    self.progress = i + 1
                     continue
                 results = [replacement]
             emitted = 0
@@ -474,6 +526,7 @@ class Runner:
             else:
                 self.filtered += 1
                 self.holding -= 1
+            self.progress = i + 1
         if uses_ctx:
             ctx._datum = None
             ctx._pending = None
@@ -592,9 +645,11 @@ class Runner:
                 out.put_control(barrier)
         switch = barrier.plan.get(self.key)
         stop = False
-        if switch is not None:
-            stop = self._switch(switch, barrier)
-        barrier.ack(self.key)
+        try:
+            if switch is not None:
+                stop = self._switch(switch, barrier)
+        finally:
+            barrier.ack(self.key)  # whatever happened, the change must be able to finish
         return stop
 
     def _switch(self, switch: Switch, barrier: Barrier) -> bool:
@@ -608,6 +663,7 @@ class Runner:
             return True
         old = self.node
         self.inputs = switch.inputs
+        self.next_inputs = None
         self.outputs = switch.outputs
         self._rr = 0
         if switch.node is not old:
@@ -642,8 +698,12 @@ class Runner:
             elif old.state is None and new.state is not None:
                 ctx.state = new.state()
         except Exception as exc:
-            ctx.state = new.state() if new.state is not None else None
             self.topology._note_change_error(barrier, self.key, exc)
+            try:
+                ctx.state = new.state() if new.state is not None else None
+            except Exception as state_exc:
+                ctx.state = None
+                self.topology._note_change_error(barrier, self.key, state_exc)
 
 
 async def _collect(stream: Any) -> list[Any]:

@@ -288,9 +288,10 @@ class Topology:
         if channel is None:
             check_key(key)
             if key in self._runners:
-                raise NotAnEntryPointError(
-                    key, f"it is not an entry point (it reads {self._runners[key].node.inputs!r})"
-                )
+                inputs = self._runners[key].node.inputs
+                if not inputs:
+                    raise NotAnEntryPointError(key, "a live change in progress is removing it")
+                raise NotAnEntryPointError(key, f"it is not an entry point (it reads {inputs!r})")
             if key in self.graph.provided:
                 raise NotAnEntryPointError(key, "it is not running: no target reads from it")
             raise NotAnEntryPointError(key, "no such node in the running graph")
@@ -335,21 +336,26 @@ class Topology:
 
         Raises:
             NotAnEntryPointError: As for :meth:`inject`.
-            TopologyClosedError: As for :meth:`inject`.
+            TopologyClosedError: As for :meth:`inject`; its ``accepted`` says how
+                many of the values went in before.
         """
         channel = self._entry(key)
         size = max(1, min(channel.capacity, DEFAULT_CAPACITY))
         sent = 0
         chunk: list[Any] = []
-        for value in values:
-            chunk.append(value)
-            if len(chunk) >= size:
+        try:
+            for value in values:
+                chunk.append(value)
+                if len(chunk) >= size:
+                    await channel.put(Batch(chunk, chunk, None))
+                    sent += len(chunk)
+                    chunk = []
+            if chunk:
                 await channel.put(Batch(chunk, chunk, None))
                 sent += len(chunk)
-                chunk = []
-        if chunk:
-            await channel.put(Batch(chunk, chunk, None))
-            sent += len(chunk)
+        except TopologyClosedError as exc:
+            exc.accepted = sent
+            raise
         return sent
 
     # -- inspection -------------------------------------------------------------
@@ -363,6 +369,11 @@ class Topology:
     def closed(self) -> bool:
         """Whether the topology has stopped."""
         return self._closed
+
+    @property
+    def closing(self) -> bool:
+        """Whether the topology is stopping (or has stopped): it takes no more data."""
+        return self._closing
 
     def statistics(self) -> dict[Hashable, NodeStatistics]:
         """Return per-node counters and input-channel depths (a copy, not live)."""
@@ -378,7 +389,7 @@ class Topology:
             failed=r.failed,
             restarts=r.restarts,
             in_progress=r.holding,
-            input_depth=sum(c.size for c in r.inputs),
+            input_depth=sum(c.size for c in r.all_inputs()),
             input_capacity=self.capacity_for(r.node),
         )
 
@@ -438,27 +449,30 @@ class Topology:
             await run_with_timeout(self.clock, awaitable, remaining)
 
     async def _settle(self) -> None:
-        if self._pending is not None:
-            await self._pending.done.wait()
+        """Wait for every barrier still in flight (a timed-out change or drain).
+
+        Only one barrier may travel at a time: a node aligns one at a time, and
+        a region is computed against the graph the last barrier left.
+        """
+        for barrier in list(self._in_flight):
+            await barrier.done.wait()
+            self._in_flight.discard(barrier)
 
     async def _flush(self) -> None:
         barrier = Barrier(self._generation, frozenset(self._runners), {})
+        self._in_flight.add(barrier)
         for channel in self._entries.values():
             channel.put_control(barrier)
         await self._complete(barrier)
 
     async def _complete(self, barrier: Barrier) -> None:
-        """Wait for ``barrier`` to pass every node of its region.
+        """Wait for ``barrier`` (already in flight) to pass every node of its region.
 
         Raises:
             TopologyClosedError: The topology stopped first.
         """
-        self._in_flight.add(barrier)
-        try:
-            await barrier.done.wait()
-        finally:
-            if barrier.done.is_set():
-                self._in_flight.discard(barrier)
+        await barrier.done.wait()
+        self._in_flight.discard(barrier)
         if barrier.aborted:
             raise TopologyClosedError("the topology stopped before the barrier passed every node")
 
@@ -512,10 +526,15 @@ class Topology:
         if not changes:
             self.graph = graph
             return ApplyReport(changes, self._generation, 0, 0.0)
+        generation = self._generation + 1
         kernels: dict[Hashable, Kernel] = {}
+        fresh: dict[Hashable, Runner] = {}
         try:
             for count, k in enumerate(changes.added | changes.replaced | changes.rewired, 1):
                 kernels[k] = build_kernel(k, graph.nodes[k])
+                if k in changes.added:  # its state factory runs here, so it may fail here
+                    node = graph.nodes[k]
+                    fresh[k] = Runner(self, k, node, kernels[k], generation, graph.readers_of(k))
                 if not count % 256:
                     # A big change should not stall the data: nothing is
                     # changed until the cut, and the lock keeps other changes out.
@@ -524,8 +543,8 @@ class Topology:
             raise ApplyError(f"the new graph cannot start: {exc}", "old") from exc
         if self._closing:
             raise TopologyClosedError("the topology closed before the change started")
-        self._generation += 1
-        barrier = self._launch(graph, changes, kernels)
+        self._generation = generation
+        barrier = self._launch(graph, changes, kernels, fresh)
         began = time.perf_counter()
         try:
             await self._within(self._complete(barrier), deadline)
@@ -545,7 +564,11 @@ class Topology:
         )
 
     def _launch(
-        self, graph: Graph, changes: Changelist, kernels: Mapping[Hashable, Kernel]
+        self,
+        graph: Graph,
+        changes: Changelist,
+        kernels: Mapping[Hashable, Kernel],
+        fresh: dict[Hashable, Runner],
     ) -> Barrier:
         """Prepare and start a change; return its barrier (in flight)."""
         generation = self._generation
@@ -553,11 +576,6 @@ class Topology:
         old = self.graph
         switching = (changes.changed | changes.readers_changed) & runners.keys()
         region = _ancestors(old, switching)
-
-        fresh = {
-            k: Runner(self, k, graph.nodes[k], kernels[k], generation, graph.readers_of(k))
-            for k in changes.added
-        }
 
         def runner_of(key: Hashable) -> Runner:
             return fresh[key] if key in fresh else runners[key]
@@ -574,6 +592,8 @@ class Topology:
                     entry = Channel(None, runner, self.capacity_for(node))
                     if key in fresh:
                         runner.entry = entry
+                else:
+                    entry.capacity = self.capacity_for(node)  # the new node's capacity
                 inputs[key] = [entry]
                 new_entries[key] = entry
                 continue
@@ -613,6 +633,7 @@ class Topology:
                 readers,
                 kernels[key] if redefined else runners[key].kernel,
             )
+            runners[key].next_inputs = inputs[key]
         for key, runner in fresh.items():
             runner.inputs = inputs[key]
             runner.outputs = [channel_into(r, key) for r in graph.readers_of(key)]
@@ -620,6 +641,7 @@ class Topology:
         barrier = Barrier(generation, frozenset(region), plan)
         barrier.on_ack = lambda key: self._acked(barrier, graph, changes)
         self._pending = barrier
+        self._in_flight.add(barrier)
 
         # Everything below runs without awaiting: it is the cut.
         for key, runner in fresh.items():
@@ -720,13 +742,16 @@ class Topology:
             barrier.abort()  # nobody is left to pass it on
         undelivered: list[Datum] = []
         for runner in self._runners.values():
-            held: list[Batch] = []
-            if runner.current is not None:
-                held.append(runner.current)
-            for channel in runner.inputs:
-                held.extend(m for m in channel.close() if type(m) is Batch)
-            for batch in held:
-                route = batch.route.child(runner.key) if batch.route is not None else runner.root
+            held = runner.held()
+            for channel in runner.all_inputs():
+                held.extend((m, False) for m in channel.close() if type(m) is Batch)
+            for batch, is_output in held:
+                if is_output:  # its route already ends at this node
+                    route = batch.route if batch.route is not None else runner.root
+                else:
+                    route = (
+                        batch.route.child(runner.key) if batch.route is not None else runner.root
+                    )
                 parents = batch.parents or [()] * len(batch.values)
                 undelivered.extend(
                     Datum(v, o, route, None, p)
