@@ -207,3 +207,15 @@ def test_no_dead_letters() -> None:
 def test_nested_explanations_indent_every_line() -> None:
     datum = hp.Datum(1, 1, hp.Route("a"), hp.NodeError("a", 0, ValueError("x")))
     assert all(line.startswith("    ") for line in explain(datum, indent="    ").splitlines())
+
+
+def test_explain_shows_values_that_cannot_be_printed() -> None:
+    class Unprintable:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    route = hp.Route("in").child("out")
+    huge = 10**5000  # more digits than Python 3.11 will print
+    text = hp.Datum(huge, Unprintable(), route).explain()
+    assert "<int of" in text
+    assert "Unprintable instance" in text  # reprlib names what it cannot print

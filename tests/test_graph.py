@@ -655,3 +655,24 @@ def test_an_edit_collects_a_cycle_no_target_reaches() -> None:
     # The same cycle, still read by a target, is an error.
     with pytest.raises(CycleError, match=r"^cycle in graph: (y -> z -> y|z -> y -> z)$"):
         graph.add_nodes_from({"y": Node(inputs=["z"])})
+
+
+def test_an_edit_does_not_count_what_it_makes_garbage_against_max_nodes() -> None:
+    def f1(k: Hashable) -> Node | None:
+        if k == "X":
+            return Node(inputs=["P"])
+        return Node() if k == "Y" else None
+
+    def f2(k: Hashable) -> Node | None:
+        if k == "X":
+            return Node()  # X no longer reads P: P and Y become garbage
+        if k == "Y":
+            return Node(inputs=[0])  # ... while Y would now need a long chain
+        if isinstance(k, int):
+            return Node(inputs=[k + 1]) if k < 50 else Node()
+        return None
+
+    provided = {"T": Node(inputs=["X"], target=True), "P": Node(inputs=["Y"])}
+    edited = Graph(provided, f1, max_nodes=10).with_factory(f2)
+    assert edited == Graph(provided, f2, max_nodes=10)
+    assert set(edited.nodes) == {"T", "X"}

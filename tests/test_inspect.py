@@ -11,18 +11,10 @@ import pytest
 
 import hotplumb as hp
 from hotplumb._inspect import graph_snapshot, take_snapshot
+from hotplumb.testing import wait_until
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Hashable
-
-
-async def wait_until(predicate: Callable[[], bool], within: float = 5.0) -> None:
-    """Yield to the loop until ``predicate()`` holds; fail after ``within`` seconds."""
-    async with asyncio.timeout(within):
-        while True:
-            if predicate():
-                return
-            await asyncio.sleep(0)
+    from collections.abc import AsyncIterator, Hashable
 
 
 def fragile(x: int) -> int:
@@ -306,3 +298,29 @@ async def test_a_source_nobody_reads_is_waiting_for_demand() -> None:
     nodes = {n["key"]: n for n in snap.to_dict()["nodes"]}
     assert nodes["lonely"]["waiting_for_demand"] is True
     assert nodes["lonely"]["kind"] == "target"
+
+
+async def test_a_snapshot_during_a_change_that_reverses_an_edge_returns() -> None:
+    release = asyncio.Event()
+
+    async def slow(x: Any) -> Any:
+        await release.wait()
+        return x
+
+    old = hp.Graph(
+        {"B": hp.Node(), "A": hp.Node(slow, inputs=["B"]), "T": hp.sink(print, inputs=["A"])}
+    )
+    new = hp.Graph(
+        {"A": hp.Node(slow), "B": hp.Node(inputs=["A"]), "T": hp.sink(print, inputs=["B"])}
+    )
+    async with hp.run(old) as topo:
+        await topo.inject("B", 1)
+        await wait_until(lambda: topo.statistics()["A"].in_progress == 1)
+        change = asyncio.create_task(topo.apply(new))
+        await wait_until(lambda: topo.statistics()["B"].version == 1)
+        # B reads A now; A, busy, still reads B: the current inputs form a cycle.
+        snap = topo.snapshot()
+        assert {n.key for n in snap.nodes} == {"A", "B", "T"}
+        assert "A" in hp.to_dot(topo)
+        release.set()
+        await asyncio.wait_for(change, 5)

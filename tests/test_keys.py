@@ -116,3 +116,8 @@ def test_key_with_unhashable_field_is_rejected() -> None:
 def test_lists_are_not_keys(value: list[int]) -> None:
     with pytest.raises(InvalidKeyError, match="unhashable"):
         check_key(value)
+
+
+def test_sets_inside_tuples_print_sorted_too() -> None:
+    k = key(windows=({"source/foo", "source/bar"},), pair=("b", frozenset({"z", "y"})))
+    assert repr(k) == "key(windows=({'source/bar', 'source/foo'},), pair=('b', {'y', 'z'}))"

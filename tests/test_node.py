@@ -39,7 +39,7 @@ def test_invalid_input_keys_are_rejected() -> None:
 def test_other_fields_are_validated() -> None:
     with pytest.raises(TypeError, match="Node fn must be callable, got 3"):
         Node(3)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="Node timeout must be positive, got 0"):
+    with pytest.raises(ValueError, match="Node timeout must be positive and finite, got 0"):
         Node(timeout=0)
     with pytest.raises(ValueError, match="Node capacity must be at least 1, got 0"):
         Node(capacity=0)

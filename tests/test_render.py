@@ -22,7 +22,8 @@ with warnings.catch_warnings():
 
 import hotplumb as hp
 from hotplumb import _render
-from tests.test_inspect import fragile, seed_graph, wait_until
+from hotplumb.testing import wait_until
+from tests.test_inspect import fragile, seed_graph
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -426,3 +427,52 @@ def test_load_graph_raises_value_error(user_module: str) -> None:
     assert isinstance(graph, hp.Graph)
     with pytest.raises(ValueError, match=r"not a hotplumb\.Graph"):
         _render.load_graph(f"{user_module}:number")
+
+
+def test_odd_keys_and_unprintable_errors_still_render() -> None:
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no str")
+
+    nul = "source\x00with-nul"
+    graph = hp.Graph({nul: hp.Node(), "out": hp.sink(print, inputs=[nul])})
+    dot = hp.to_dot(graph)
+    assert "\x00" not in dot
+    parsed = pydot.graph_from_dot_data(dot)
+    assert parsed is not None
+    assert len(parsed[0].get_nodes()) >= 2
+    assert "\x00" not in hp.to_mermaid(graph)
+    from hotplumb._explain import exception_text
+
+    assert exception_text(Unprintable()) == "Unprintable: <message cannot be shown>"
+
+
+def test_render_loader_tells_a_missing_module_from_a_missing_dependency(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hotplumb._render import load_graph
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "zzqapp.py").write_text("import zzq_not_installed\n")
+    with pytest.raises(ModuleNotFoundError, match="zzq_not_installed"):
+        load_graph("zzqapp:graph")
+    with pytest.raises(ValueError, match="no module named 'zzqnope'"):
+        load_graph("zzqnope:graph")
+
+
+def test_render_loader_keeps_the_directory_importable_while_building(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hotplumb._render import load_graph
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lazy_parts.py").write_text("import hotplumb as hp\nNODE = hp.Node()\n")
+    (tmp_path / "lazy_topology.py").write_text(
+        "import hotplumb as hp\n"
+        "def build():\n"
+        "    import lazy_parts\n"
+        "    return hp.Graph({'in': lazy_parts.NODE, 'out': hp.sink(print, inputs=['in'])})\n"
+    )
+    graph = load_graph("lazy_topology:build")
+    assert isinstance(graph, hp.Graph)
+    assert set(graph.nodes) == {"in", "out"}

@@ -520,3 +520,21 @@ async def test_a_slow_reader_never_has_more_than_one_tick_waiting() -> None:
         await clock.drive(topo.close())
     assert max(depths) <= 1
     assert sum(t.missed for t in received) > 100  # coalesced at the timer, not queued
+
+
+def test_timers_of_one_period_stay_equal_however_many_periods_there_are() -> None:
+    first = hp.timer(10.0)
+    others = [hp.timer(1.0 + i / 1000) for i in range(600)]
+    assert hp.timer(10) == first
+    assert len(others) == 600
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_times_that_are_not_finite_are_refused(bad: float) -> None:
+    with pytest.raises(ValueError, match="finite"):
+        hp.Node(timeout=bad)
+    with pytest.raises(ValueError, match="restart policy"):
+        hp.RestartPolicy(backoff=bad)
+    clock = FakeClock()
+    with pytest.raises(ValueError, match="backwards, or"):
+        clock.jump(bad)

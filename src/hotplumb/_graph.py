@@ -265,6 +265,11 @@ class _Resolution:
                     s.discard(k)
                     if not s:
                         self.candidates.append(i)
+        # Collect first: a node this edit leaves unread must not make its inputs
+        # look needed, or the edit would resolve (and count against max_nodes)
+        # what the final graph does not have. Anything collected that turns out
+        # to be needed is resolved again, from the same provided node or cache.
+        self.collect()
         self.resolve([k for k in changed if self.is_target(k) or self.readers_of(k)])
         self.collect()
         # Reference counting cannot collect a cycle, and an edit can leave one

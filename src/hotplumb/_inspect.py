@@ -19,10 +19,10 @@ but not yet received waits in ``e``'s own channel (``producer`` ``None``).
 
 from __future__ import annotations
 
-import reprlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from hotplumb._explain import SafeRepr, exception_message
 from hotplumb._keys import format_key
 
 if TYPE_CHECKING:
@@ -43,10 +43,7 @@ __all__ = [
     "take_snapshot",
 ]
 
-_state_repr = reprlib.Repr()
-_state_repr.maxstring = 60
-_state_repr.maxother = 60
-_state_repr.maxlevel = 2
+_state_repr = SafeRepr(60, 2)
 
 
 def _sorted_keys(keys: frozenset[Hashable] | set[Hashable]) -> tuple[Hashable, ...]:
@@ -189,7 +186,7 @@ class NodeSnapshot:
                 "key": format_key(error.key),
                 "version": error.version,
                 "type": type(error.exception).__name__,
-                "message": str(error.exception),
+                "message": exception_message(error.exception),
             },
             "waiting_for_demand": self.waiting_for_demand,
             "switching": self.switching,
@@ -297,21 +294,30 @@ class Snapshot:
 
 
 def _order(inputs: dict[Hashable, tuple[Hashable, ...]]) -> list[Hashable]:
-    """The keys by depth (longest path from an entry point), stable otherwise."""
+    """The keys by depth (longest path from an entry point), stable otherwise.
+
+    During a change the running nodes' current inputs can form a cycle (an
+    edge reversed: one end switched, the other not yet); an input already on
+    the path being explored is then ignored.
+    """
     depth: dict[Hashable, int] = {}
     for start in inputs:
         stack = [start]
+        on_path = {start}
         while stack:
             k = stack[-1]
             if k in depth:
                 stack.pop()
+                on_path.discard(k)
                 continue
-            todo = [i for i in inputs[k] if i in inputs and i not in depth]
+            todo = [i for i in inputs[k] if i in inputs and i not in depth and i not in on_path]
             if todo:
-                stack.extend(todo)
+                stack.append(todo[0])
+                on_path.add(todo[0])
                 continue
-            depth[k] = 1 + max((depth[i] for i in inputs[k] if i in inputs), default=-1)
+            depth[k] = 1 + max((depth[i] for i in inputs[k] if i in depth), default=-1)
             stack.pop()
+            on_path.discard(k)
     return sorted(inputs, key=depth.__getitem__)
 
 

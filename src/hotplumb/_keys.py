@@ -172,9 +172,13 @@ def _plain(value: object) -> str:
 
 
 def _repr(value: object) -> str:
-    # Sets print sorted so a key's repr does not depend on hash seeds.
+    # Sets print sorted, at any depth, so a key's repr does not depend on hash seeds.
     if isinstance(value, frozenset):
         if not value:
             return "frozenset()"
         return "{" + ", ".join(sorted(_repr(v) for v in value)) + "}"
+    if type(value) is tuple:
+        if len(value) == 1:
+            return f"({_repr(value[0])},)"
+        return "(" + ", ".join(_repr(v) for v in value) + ")"
     return repr(value)

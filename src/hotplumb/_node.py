@@ -9,6 +9,7 @@ is started, not here.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -74,7 +75,10 @@ class RestartPolicy:
     backoff: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.max_restarts < 0 or self.window <= 0 or self.backoff < 0:
+        numbers = (self.window, self.backoff)
+        if self.max_restarts < 0 or not all(math.isfinite(n) for n in numbers):
+            raise ValueError(f"invalid restart policy {self!r}")
+        if self.window <= 0 or self.backoff < 0:
             raise ValueError(f"invalid restart policy {self!r}")
 
 
@@ -180,8 +184,8 @@ class Node:
             raise TypeError(f"Node fn must be callable, got {self.fn!r}")
         if self.source is not None and inputs:
             raise TypeError("a generator source has no inputs")
-        if self.timeout is not None and self.timeout <= 0:
-            raise ValueError(f"Node timeout must be positive, got {self.timeout!r}")
+        if self.timeout is not None and not (self.timeout > 0 and math.isfinite(self.timeout)):
+            raise ValueError(f"Node timeout must be positive and finite, got {self.timeout!r}")
         if self.capacity is not None and self.capacity < 1:
             raise ValueError(f"Node capacity must be at least 1, got {self.capacity!r}")
         if self.output_capacity is not None and self.output_capacity < 1:

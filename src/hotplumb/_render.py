@@ -30,12 +30,14 @@ import importlib.util
 import inspect
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from hotplumb._errors import RenderError
+from hotplumb._explain import exception_text
 from hotplumb._graph import Graph
 from hotplumb._inspect import NodeSnapshot, Snapshot, graph_snapshot
 from hotplumb._keys import Key, format_key
@@ -149,8 +151,7 @@ def _annotations(n: NodeSnapshot) -> list[str]:
     if n.state is not None:
         lines.append("state " + _clip(n.state, 40))
     if n.last_error is not None:
-        exc = n.last_error.exception
-        lines.append(_clip(f"{type(exc).__name__}: {exc}", 48))
+        lines.append(_clip(exception_text(n.last_error.exception), 48))
     if n.waiting_for_demand:
         lines.append("waiting for demand")
     if n.switching:
@@ -187,11 +188,16 @@ def _title(snap: Snapshot) -> str:
 # -- DOT -------------------------------------------------------------------------
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
 def _dot_quote(text: str) -> str:
     # In a DOT string only the quote and the backslash are special; a real
-    # newline becomes the centred line break \n.
+    # newline becomes the centred line break \n; other control characters,
+    # which Graphviz rejects, are shown as escapes.
     text = text.replace("\\", "\\\\").replace('"', '\\"')
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\\n")
+    text = _CONTROL.sub(lambda m: f"\\\\x{ord(m.group()):02x}", text)
     return f'"{text}"'
 
 
@@ -283,7 +289,7 @@ def _mermaid_text(text: str) -> str:
             out.append(f"#{ord(char)};")
         elif char == "\n":
             out.append("<br>")
-        elif char in "\r\t":
+        elif char in "\r\t" or _CONTROL.match(char):
             out.append(" ")
         else:
             out.append(char)
@@ -390,9 +396,7 @@ def to_networkx(obj: Graph | Snapshot | Topology) -> Any:
             "version": n.version,
             "readers": n.readers,
             "state": n.state,
-            "last_error": None
-            if n.last_error is None
-            else f"{type(n.last_error.exception).__name__}: {n.last_error.exception}",
+            "last_error": None if n.last_error is None else exception_text(n.last_error.exception),
             "waiting_for_demand": n.waiting_for_demand,
             "switching": n.switching,
         }
@@ -536,6 +540,20 @@ def load_graph(spec: str) -> Graph | Snapshot:
 
 
 def _load(spec: str) -> Graph | Snapshot:
+    # The current directory stays importable until the graph is built: a
+    # callable (or a factory it runs) may import lazily.
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        return _load_from(spec)
+    finally:
+        if added:
+            sys.path.remove(cwd)
+
+
+def _load_from(spec: str) -> Graph | Snapshot:
     module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:
         raise _UsageError(f"expected MODULE:ATTR (e.g. myapp.topology:graph), got {spec!r}")
@@ -579,21 +597,17 @@ def _import(module_name: str) -> Any:
             del sys.modules[name]
             raise
         return module
-    cwd = os.getcwd()
-    added = cwd not in sys.path and "" not in sys.path
-    if added:
-        sys.path.insert(0, cwd)
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
+        # The module itself (or a package on its way) is missing, not something it imports.
+        if exc.name is not None and (
+            exc.name == module_name or module_name.startswith(exc.name + ".")
+        ):
             raise _UsageError(
-                f"no module named {module_name!r} (looked on sys.path and in {cwd})"
+                f"no module named {module_name!r} (looked on sys.path and in {os.getcwd()})"
             ) from exc
         raise
-    finally:
-        if added:
-            sys.path.remove(cwd)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

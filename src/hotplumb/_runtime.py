@@ -439,7 +439,11 @@ class Topology:
     # switches nothing and nobody waits for it.
 
     def _deadline(self, timeout: float | None) -> float | None:
-        return None if timeout is None else self.clock.now() + timeout
+        if timeout is None:
+            return None
+        if not timeout >= 0:  # also refuses NaN
+            raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+        return self.clock.now() + timeout
 
     async def _within(self, awaitable: Coroutine[Any, Any, Any], deadline: float | None) -> None:
         if deadline is None:

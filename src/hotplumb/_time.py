@@ -31,8 +31,8 @@ open when the rollup processes it.
 
 from __future__ import annotations
 
-import functools
 import math
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -117,11 +117,21 @@ def timer(period: float) -> Node:
         raise TypeError(f"timer period must be a number of seconds, got {period!r}")
     if not math.isfinite(period) or period <= 0:
         raise ValueError(f"timer period must be positive and finite, got {period!r}")
-    return source(_ticks(float(period)), kind=NodeKind.TIMER, capacity=1, output_capacity=1)
+    period = float(period)
+    produce = _TICKS.get(period)
+    if produce is None:
+        produce = _TICKS[period] = _ticks(period)
+    return source(produce, kind=NodeKind.TIMER, capacity=1, output_capacity=1)
 
 
 # One generator function per period, so timers of equal period are equal nodes.
-@functools.lru_cache(maxsize=256)
+# It lives as long as some node refers to it: however many periods come and go,
+# two live timers of one period share it.
+_TICKS: weakref.WeakValueDictionary[float, Callable[[Context], AsyncIterator[Tick]]] = (
+    weakref.WeakValueDictionary()
+)
+
+
 def _ticks(period: float) -> Callable[[Context], AsyncIterator[Tick]]:
     async def ticks(ctx: Context) -> AsyncIterator[Tick]:
         clock = ctx.clock

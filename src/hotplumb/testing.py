@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
@@ -135,6 +136,8 @@ class FakeClock:
 
     async def sleep_until(self, deadline: float) -> None:
         """Sleep until the clock is advanced to ``deadline`` (yield once if it has)."""
+        if math.isnan(deadline):
+            raise ValueError("cannot sleep until NaN")
         if deadline <= self._now:
             await asyncio.sleep(0)
             return
@@ -176,8 +179,8 @@ class FakeClock:
             RuntimeError: Another ``advance`` is in progress, or tasks never
                 settled (see :func:`wait_all_tasks_blocked`).
         """
-        if seconds < 0:
-            raise ValueError(f"cannot move time backwards ({seconds})")
+        if not seconds >= 0:  # also refuses NaN
+            raise ValueError(f"cannot move time backwards, or by NaN ({seconds})")
         await self.advance_to(self._now + seconds)
 
     async def advance_to(self, when: float) -> None:
@@ -194,8 +197,10 @@ class FakeClock:
             RuntimeError: Another ``advance`` is in progress, or tasks never
                 settled.
         """
-        if when < self._now:
-            raise ValueError(f"cannot move time backwards from {self._now} to {when}")
+        if not when >= self._now or not math.isfinite(when):  # also refuses NaN
+            raise ValueError(
+                f"cannot move time backwards, or to NaN or infinity (from {self._now} to {when})"
+            )
         if self._advancing:
             raise RuntimeError("FakeClock.advance is already running in another task")
         self._advancing = True
@@ -225,8 +230,8 @@ class FakeClock:
         Raises:
             ValueError: ``seconds`` is negative.
         """
-        if seconds < 0:
-            raise ValueError(f"cannot move time backwards ({seconds})")
+        if not seconds >= 0 or not math.isfinite(seconds):  # also refuses NaN
+            raise ValueError(f"cannot move time backwards, or by NaN ({seconds})")
         self._now += seconds
         self._wake_due()
 
