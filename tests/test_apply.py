@@ -224,17 +224,22 @@ async def test_a_migration_hook_converts_the_state() -> None:
     assert [d.value for d in got] == [1, 3, 6, (10, 1)]
 
 
-async def test_a_failing_migration_starts_fresh_and_says_so() -> None:
-    def boom(state: Any) -> Any:
-        raise ValueError("cannot migrate")
-
-    graph = hp.Graph(
+def counting_graph() -> hp.Graph:
+    """In -> agg (a running count from 0) -> out."""
+    return hp.Graph(
         {
             "in": hp.Node(),
             "agg": hp.Node(counter(1), inputs=["in"], state=lambda: 0),
             "out": hp.sink(lambda d: None, inputs=["agg"]),
         }
     )
+
+
+async def test_a_failing_migration_starts_fresh_and_says_so() -> None:
+    def boom(state: Any) -> Any:
+        raise ValueError("cannot migrate")
+
+    graph = counting_graph()
     async with hp.run(graph) as topo:
         new = hp.Node(counter(2), inputs=["in"], state=lambda: 100, migrate=boom)
         report = await topo.apply(topo.graph.add_node("agg", new))
@@ -630,13 +635,7 @@ async def test_state_factories_that_fail_during_a_change_are_reported_not_fatal(
     def boom(state: Any) -> Any:
         raise ValueError("cannot migrate")
 
-    graph = hp.Graph(
-        {
-            "in": hp.Node(),
-            "agg": hp.Node(counter(1), inputs=["in"], state=lambda: 0),
-            "out": hp.sink(lambda d: None, inputs=["agg"]),
-        }
-    )
+    graph = counting_graph()
     async with hp.run(graph) as topo:
         # A replacement whose migration and then state factory both fail: it runs from None.
         new = hp.Node(counter(2), inputs=["in"], state=broken, migrate=boom)

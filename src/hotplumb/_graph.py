@@ -257,14 +257,7 @@ class _Resolution:
         changed = list(changed)
         active = self.active
         for k in changed:
-            old = active.pop(k, None)
-            if old is not None:
-                self.touched.add(k)
-                for i in old.inputs:
-                    s = self.mutable_readers(i)
-                    s.discard(k)
-                    if not s:
-                        self.candidates.append(i)
+            self.unlink(k)
         # Collect first: a node this edit leaves unread must not make its inputs
         # look needed, or the edit would resolve (and count against max_nodes)
         # what the final graph does not have. Anything collected that turns out
@@ -409,17 +402,22 @@ class _Resolution:
                 if r not in above:
                     above.add(r)
                     todo.append(r)
-        active = self.active
         for k in above:
-            node = active.pop(k)
-            self.touched.add(k)
-            for i in node.inputs:
-                s = self.mutable_readers(i)
-                s.discard(k)
-                if not s:
-                    self.candidates.append(i)
+            self.unlink(k)
         self.collect()
         return True
+
+    def unlink(self, k: Hashable) -> None:
+        """Take ``k`` out of the active nodes and out of its inputs' readers."""
+        node = self.active.pop(k, None)
+        if node is None:
+            return
+        self.touched.add(k)
+        for i in node.inputs:
+            s = self.mutable_readers(i)
+            s.discard(k)
+            if not s:
+                self.candidates.append(i)  # may have lost its last reader
 
     def cycle_scope(self, starts: list[Hashable]) -> set[Hashable] | None:
         """The keys a cycle through ``starts`` can use, or None for "all"."""
