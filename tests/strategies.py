@@ -7,13 +7,15 @@ independently built graphs over the same description compare equal.
 
 from __future__ import annotations
 
+import importlib.util
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hypothesis import strategies as st
 
-from hotplumb import Graph, HotplumbError, Node, NodeKind, key, sink
+from hotplumb import Graph, HotplumbError, Node, key
 from hotplumb._graph import Changelist, Factory
 
 if TYPE_CHECKING:
@@ -200,43 +202,20 @@ def edits(draw: st.DrawFn, universe: int = 30, acyclic: bool = True, partial: bo
 
 
 # -- the seed scenario ----------------------------------------------------------
+# The tests use the example's own factory and clients, so the example is what
+# they check.
 
+_SEED_PATH = Path(__file__).resolve().parent.parent / "examples" / "seed_graph.py"
+_seed_spec = importlib.util.spec_from_file_location("seed_graph_example", _SEED_PATH)
+assert _seed_spec is not None
+assert _seed_spec.loader is not None
+_seed = importlib.util.module_from_spec(_seed_spec)
+_seed_spec.loader.exec_module(_seed)
 
-def merge(value: Any) -> Any:
-    return value
-
-
-def rollup(value: Any) -> Any:
-    return value
-
-
-def seed_factory(k: Hashable) -> Node | None:
-    """Make rollups of subscriptions (the same factory as examples/seed_graph.py)."""
-    match k:
-        case {"subscriptions": frozenset() as subs, "rollup_window": int() as window, **rest}:
-            if rest:
-                return None
-            parts = [key(subscription=s, rollup_window=window) for s in sorted(subs)]
-            return Node(merge, inputs=parts)
-        case {"subscription": str() as sub, "rollup_window": int() as window, **rest}:
-            if rest:
-                return None
-            return Node(rollup, inputs=[key(subscription=sub), key(timeout=window)])
-        case {"subscription": str(), **rest} if not rest:
-            return Node()
-        case {"timeout": int(), **rest} if not rest:
-            return Node(kind=NodeKind.TIMER)
-    return None
-
-
-def deliver(value: Any) -> None:
-    """The seed clients' callback."""
-
-
-def client(*subscriptions: str, rollup_window: int = 10_000) -> Node:
-    """A seed client: a sink reading the merged rollup of ``subscriptions``."""
-    wanted = key(subscriptions=set(subscriptions), rollup_window=rollup_window)
-    return sink(deliver, inputs=[wanted])
+seed_factory: Factory = _seed.seed_factory
+"""Make rollups of subscriptions (``examples/seed_graph.py``'s factory)."""
+client: Callable[..., Node] = _seed.client
+"""A seed client: a sink reading the merged rollup of some subscriptions."""
 
 
 # -- reference checks -------------------------------------------------------------
