@@ -55,8 +55,8 @@ async def test_an_errored_datum_reads_like_a_traceback() -> None:
     assert 'raise ValueError(f"bad {x}")' in text
     assert lines[-1] == "ValueError: bad 3"
     # The user's frames only: hotplumb's own are left out.
-    assert "_runner.py" not in text
-    assert "_runner.py" in failed.error.traceback  # type: ignore[union-attr]
+    assert "_kernel.py" not in text
+    assert "_kernel.py" in failed.error.traceback  # type: ignore[union-attr]
     assert str(failed) == text
 
 

@@ -15,6 +15,7 @@ Layering (each layer imports only from the layers above it):
 This module only re-exports.
 """
 
+from hotplumb._change import ApplyReport
 from hotplumb._clock import Clock, SystemClock
 from hotplumb._context import Context
 from hotplumb._datum import Datum, Emission, NodeError, Route, Trace, emit
@@ -34,17 +35,16 @@ from hotplumb._errors import (
     TopologyClosedError,
 )
 from hotplumb._graph import Changelist, Factory, Graph
-from hotplumb._inspect import ChangeSnapshot, ChannelSnapshot, NodeCounters, NodeSnapshot, Snapshot
 from hotplumb._keys import Key, format_key, key
 from hotplumb._node import SKIP, Node, NodeKind, RestartPolicy, sink, source
 from hotplumb._render import render, to_dot, to_mermaid, to_networkx, write
-from hotplumb._runtime import (
-    ApplyReport,
-    DeadLetters,
+from hotplumb._runtime import DeadLetters, ShutdownReport, Topology, run
+from hotplumb._snapshot import (
+    ChangeSnapshot,
+    ChannelSnapshot,
+    NodeSnapshot,
     NodeStatistics,
-    ShutdownReport,
-    Topology,
-    run,
+    Snapshot,
 )
 from hotplumb._time import Tick, Window, rollup, timer
 
@@ -72,7 +72,6 @@ __all__ = [
     "Key",
     "MissingNodeError",
     "Node",
-    "NodeCounters",
     "NodeError",
     "NodeFailedError",
     "NodeKind",

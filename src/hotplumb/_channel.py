@@ -1,17 +1,34 @@
-"""Channels: bounded FIFO queues of batches and control messages.
+"""Channels: bounded FIFO queues of batches and control messages into one node.
 
-Ordering argument. A channel connects one producing node to one consuming node
-(or callers of ``inject`` to an entry point). Everything a producer sends —
-data batches and control messages alike — goes through the same deque in the
-order it was sent, and the consumer takes it out in that order. A control
-message therefore splits the channel's traffic into "before" and "after"
-without any clock or counter: this is what makes in-band reconfiguration work.
+A channel connects one producing node to one consuming node (or the callers
+of ``inject`` to an entry point). :class:`Channel` is the interface the rest
+of the runtime uses; :class:`MemoryChannel` is the in-process implementation.
+A channel to another process implements the same interface.
 
-Capacity is counted in items, not batches. ``put`` waits while the channel holds
-``capacity`` items or more (backpressure); control messages never wait, so a
-barrier can always be sent, even into a full channel. A channel is closed when
-its consumer goes away; putting into a closed channel raises rather than
-losing the data.
+What an implementation must guarantee (the live-change protocol in
+``_change`` rests on these and nothing else):
+
+1. **FIFO between data and control.** Batches and control messages come out of
+   :meth:`Channel.take` in the order they were put, whichever of ``put``,
+   ``put_control`` or ``force_put`` put them. A control message therefore splits
+   the channel's traffic into "before" and "after" without any clock or
+   counter: this is what makes in-band reconfiguration work.
+2. **Bounded data.** :meth:`Channel.put` waits while the channel holds
+   ``capacity`` items or more (backpressure; capacity counts items, not
+   batches). Waiting putters are served in order.
+3. **Control never waits.** :meth:`Channel.put_control` returns at once and
+   control messages are not counted against the capacity, so a barrier can
+   always be sent, even into a full channel. :meth:`Channel.force_put` (data
+   that must precede what follows, such as the value a stopped source was
+   offering) also never waits.
+4. **No silent loss.** Once sealed (its consumer is going away) or closed,
+   ``put`` raises :class:`~hotplumb.TopologyClosedError` rather than dropping
+   the batch, and putters waiting for space are woken to raise. ``close``
+   returns what the channel still held, for the shutdown report.
+5. **The consumer is told.** Every message put wakes the consumer
+   (:meth:`Consumer.wake`), so an idle node starts when input arrives.
+
+Only the consumer's task calls ``take`` and ``push_front``.
 """
 
 from __future__ import annotations
@@ -20,65 +37,87 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
+from hotplumb._datum import Batch
 from hotplumb._errors import TopologyClosedError
 
 if TYPE_CHECKING:
     from collections.abc import Hashable
 
-    from hotplumb._datum import Datum, Route, Trace
-
-__all__ = ["Batch", "Channel", "Consumer"]
-
-
-class Batch:
-    """Data moving together: values from one route, with their origins.
-
-    ``values``, ``origins`` and (if present) ``parents`` have equal lengths and
-    are never mutated once the batch is sent, so one batch can be shared by
-    every reader of a fan-out.
-    """
-
-    __slots__ = ("origins", "parents", "route", "trace", "values")
-
-    def __init__(
-        self,
-        values: list[Any],
-        origins: list[Any],
-        route: Route | None,
-        parents: list[tuple[Datum, ...]] | None = None,
-        trace: Trace | None = None,
-    ) -> None:
-        self.values = values
-        self.origins = origins
-        self.route = route
-        self.parents = parents
-        self.trace = trace
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def __repr__(self) -> str:
-        return f"Batch({len(self.values)} items via {self.route!r})"
+__all__ = ["Channel", "Consumer", "MemoryChannel"]
 
 
 class Consumer(Protocol):
     """What a channel needs of the node that reads it."""
 
-    key: Hashable
+    @property
+    def key(self) -> Hashable:
+        """The consuming node's key (for messages)."""
+        ...
 
     def wake(self) -> None:
         """Called when the channel receives something."""
 
 
-class Channel:
+class Channel(Protocol):
     """A bounded FIFO of batches and control messages into one consumer.
+
+    Attributes:
+        producer: The key of the producing node (``None`` for an entry channel).
+        consumer: The reading node.
+        capacity: Items the channel holds before ``put`` waits; the live-change
+            protocol may change it at a cut.
+        size: Items it holds now.
+        closed: Whether it refuses data (sealed or closed).
+    """
+
+    producer: Hashable | None
+    consumer: Consumer
+    capacity: int
+    size: int
+    closed: bool
+
+    async def put(self, batch: Batch) -> None:
+        """Append ``batch``, waiting while the channel is full.
+
+        Raises:
+            TopologyClosedError: The channel was sealed or closed (before or
+                while waiting).
+        """
+        ...
+
+    def put_control(self, message: object) -> None:
+        """Append a control message; never waits (control is not counted)."""
+
+    def force_put(self, batch: Batch) -> None:
+        """Append ``batch`` now, even past capacity."""
+
+    def take(self) -> Any:
+        """Remove and return the oldest message; the channel must not be empty."""
+
+    def push_front(self, batch: Batch) -> None:
+        """Put ``batch`` back at the head (a restarted consumer takes it first)."""
+
+    def __bool__(self) -> bool:
+        """Whether a message waits to be taken."""
+        ...
+
+    def seal(self) -> None:
+        """Refuse further data but keep what is held for the consumer."""
+
+    def close(self) -> list[Any]:
+        """Refuse further data, wake waiting putters (they raise), return what was held."""
+        ...
+
+
+class MemoryChannel:
+    """The in-process :class:`Channel`: a deque and a list of waiting putters.
 
     Attributes:
         producer: The key of the producing node (``None`` for an entry channel).
         consumer: The reading node.
         capacity: Items the channel holds before ``put`` waits.
         size: Items it holds now.
-        closed: Whether the consumer has gone; ``put`` then raises.
+        closed: Whether it refuses data.
     """
 
     __slots__ = ("_buffer", "_space", "capacity", "closed", "consumer", "producer", "size")
@@ -89,7 +128,7 @@ class Channel:
         self.capacity = capacity
         self.size = 0
         self.closed = False
-        # Invariant: items are in the order they were put; `size` counts the
+        # Invariant: messages are in the order they were put; `size` counts the
         # values of the batches in `_buffer`. An empty channel holds no deque
         # (`None`), so idle channels cost little memory.
         self._buffer: deque[Any] | None = None
@@ -161,7 +200,7 @@ class Channel:
         self._buffer.appendleft(batch)
         self.size += len(batch.values)
 
-    def pop(self) -> Any:
+    def take(self) -> Any:
         """Remove and return the oldest message; the channel must not be empty."""
         buffer = self._buffer
         assert buffer is not None
@@ -191,18 +230,14 @@ class Channel:
 
     def close(self) -> list[Any]:
         """Close the channel, wake waiting putters (they raise) and return what it held."""
-        self.closed = True
         held = list(self._buffer) if self._buffer is not None else []
         self._buffer = None
         self.size = 0
-        while self._space:
-            waiter = self._space.pop(0)
-            if not waiter.done():
-                waiter.set_result(None)
+        self.seal()
         return held
 
     def __repr__(self) -> str:
         return (
-            f"Channel({self.producer!r} -> {self.consumer.key!r}, "
+            f"MemoryChannel({self.producer!r} -> {self.consumer.key!r}, "
             f"{self.size}/{self.capacity} items, {len(self)} messages)"
         )

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-__all__ = ["Clock", "SystemClock", "run_with_timeout"]
+if TYPE_CHECKING:
+    from types import TracebackType
 
-T = TypeVar("T")
+__all__ = ["Clock", "Deadline", "SystemClock"]
 
 
 @runtime_checkable
@@ -50,39 +51,82 @@ class SystemClock:
         return "SystemClock()"
 
 
-async def run_with_timeout(clock: Clock, coro: asyncio.Future[T] | object, seconds: float) -> T:
-    """Await ``coro`` but raise :class:`TimeoutError` after ``seconds`` on ``clock``.
+class Deadline:
+    """Bound the waits inside an ``async with`` block by a deadline on ``clock``.
+
+    Like :func:`asyncio.timeout_at`, but on any :class:`Clock`: when ``clock``
+    reaches ``when`` the current task is cancelled, and the block raises
+    :class:`TimeoutError` instead of :class:`asyncio.CancelledError`. The
+    awaited work runs in the caller's own task, so cancelling the caller
+    (or the deadline) leaves nothing behind: a lock acquired in the block is
+    the caller's to release, and a lock being waited for is given up. A
+    cancellation that comes from elsewhere stays a cancellation.
 
     Args:
-        clock: The clock that measures the timeout.
-        coro: A coroutine or future.
-        seconds: The allowed time.
-
-    Returns:
-        The coroutine's result.
-
-    Raises:
-        TimeoutError: The time ran out first; the coroutine is cancelled.
+        clock: The clock the deadline is on.
+        when: The deadline, or ``None`` for no bound.
     """
-    if isinstance(clock, SystemClock):
-        async with asyncio.timeout(seconds):
-            return await coro  # type: ignore[no-any-return,misc]
-    work: asyncio.Future[T] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
-    timer = asyncio.ensure_future(clock.sleep_until(clock.now() + seconds))
-    try:
-        await asyncio.wait((work, timer), return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        work.cancel()
-        timer.cancel()
-        raise
-    if work.done():
-        timer.cancel()
-        await asyncio.wait((timer,))
-        return work.result()
-    work.cancel()
-    # Whatever the cancelled work ends with (its cancellation, or an error
-    # raised while it unwound), the outcome is the timeout.
-    await asyncio.wait((work,))
-    if not work.cancelled() and work.exception() is not None:
-        raise TimeoutError(f"took longer than {seconds}s") from work.exception()
-    raise TimeoutError(f"took longer than {seconds}s")
+
+    __slots__ = ("_clock", "_done", "_expired", "_native", "_task", "_timer", "_when")
+
+    def __init__(self, clock: Clock, when: float | None) -> None:
+        self._clock = clock
+        self._when = when
+        self._task: asyncio.Task[Any] | None = None
+        self._native: asyncio.Timeout | None = None
+        self._timer: asyncio.Future[None] | asyncio.Handle | None = None
+        self._expired = False
+        self._done = False
+
+    async def __aenter__(self) -> Deadline:
+        when = self._when
+        if when is None:
+            return self
+        if isinstance(self._clock, SystemClock):
+            self._native = asyncio.timeout_at(when)
+            await self._native.__aenter__()
+            return self
+        self._task = asyncio.current_task()
+        if self._clock.now() >= when:
+            self._timer = asyncio.get_running_loop().call_soon(self._expire)
+        else:
+            # A sleeper on the clock; this object owns it and cancels it on exit.
+            self._timer = asyncio.ensure_future(self._sleep(when))
+        return self
+
+    async def _sleep(self, when: float) -> None:
+        await self._clock.sleep_until(when)
+        self._expire()
+
+    def _expire(self) -> None:
+        if not self._done and self._task is not None:
+            self._expired = True
+            self._task.cancel()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._done = True
+        if self._native is not None:
+            await self._native.__aexit__(exc_type, exc, tb)
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        if (
+            self._expired
+            and exc_type is not None
+            and issubclass(exc_type, asyncio.CancelledError)
+            and self._task is not None
+            and self._task.uncancel() == 0
+        ):
+            raise TimeoutError from exc
+
+    @property
+    def expired(self) -> bool:
+        """Whether the deadline passed while the block ran."""
+        if self._native is not None:
+            return self._native.expired()
+        return self._expired

@@ -1,10 +1,17 @@
-"""Data and provenance: :class:`Datum`, its :class:`Route`, and errors on the way.
+"""Data and provenance: :class:`Datum`, its :class:`Route`, errors on the way, and batches.
 
 Provenance costs nothing per hop. A datum's path is a property of the route it
-took, and routes are interned: every node keeps, per incoming route, the one
-outgoing route it extends it to, so moving a batch of data one hop costs one
-dictionary lookup for the whole batch, and no tuple is built per datum. The
-path tuple is materialised once per route, the first time someone asks.
+took, and routes are interned by the running nodes: every node keeps, per
+incoming route, the one outgoing route it extends it to, so moving a batch of
+data one hop costs one dictionary lookup for the whole batch, and no tuple is
+built per datum. The path tuple is materialised once per route, the first time
+someone asks. Because the node that made a route is the one that remembers it,
+the routes of a node that leaves the topology are forgotten with it: a
+long-running topology whose readers come and go keeps only the routes of the
+nodes that run (and of the data still alive).
+
+A :class:`Batch` is how data move inside the runtime: values from one route,
+with their origins, sent as one message.
 """
 
 from __future__ import annotations
@@ -18,30 +25,31 @@ from hotplumb._keys import format_key
 if TYPE_CHECKING:
     from collections.abc import Hashable
 
-__all__ = ["Datum", "Emission", "NodeError", "Route", "Trace", "emit"]
+__all__ = ["Batch", "Datum", "Emission", "NodeError", "Route", "Trace", "emit"]
 
 
 class Route:
-    """An interned path through the graph: a key and the route before it.
+    """A path through the graph: a key and the route before it.
 
-    Routes form a tree rooted at the entry points; ``child(key)`` always
-    returns the same object for the same key, so routes compare by identity.
+    Routes form a tree rooted at the entry points. A running node interns the
+    routes it extends, so data that took the same path share one route object;
+    routes compare equal when their paths are equal.
     """
 
-    __slots__ = ("_children", "_path", "key", "parent")
+    __slots__ = ("_hash", "_path", "key", "parent")
+
+    _hash: int
 
     def __init__(self, key: Hashable, parent: Route | None = None) -> None:
         self.key = key
         self.parent = parent
         self._path: tuple[Hashable, ...] | None = None
-        self._children: dict[Hashable, Route] = {}
+        # Equal paths hash equally; computed from the parent's, so O(1) here.
+        self._hash = hash((parent._hash if parent is not None else 0, key))
 
     def child(self, key: Hashable) -> Route:
-        """Return the interned route that extends this one by ``key``."""
-        route = self._children.get(key)
-        if route is None:
-            route = self._children[key] = Route(key, self)
-        return route
+        """Return a route that extends this one by ``key``."""
+        return Route(key, self)
 
     @property
     def root(self) -> Hashable:
@@ -64,6 +72,14 @@ class Route:
             keys.reverse()
             path = self._path = tuple(keys)
         return path
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Route):
+            return NotImplemented
+        return self is other or self.path == other.path
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def __repr__(self) -> str:
         return f"Route({' -> '.join(format_key(k) for k in self.path)})"
@@ -207,7 +223,7 @@ class Datum:
         return (
             self._value == other._value
             and self._origin == other._origin
-            and self._route is other._route
+            and self._route == other._route
             and self._error is other._error
             and self._parents == other._parents
         )
@@ -253,3 +269,59 @@ def emit(value: Any, *, parents: tuple[Datum, ...] | list[Datum] = ()) -> Emissi
         An :class:`Emission`.
     """
     return Emission(value, tuple(parents))
+
+
+class Batch:
+    """Data moving together: values from one route, with their origins.
+
+    ``values``, ``origins`` and (if present) ``parents`` have equal lengths and
+    are never mutated once the batch is sent, so one batch can be shared by
+    every reader of a fan-out.
+
+    Attributes:
+        values: The values.
+        origins: What entered the topology, one per value.
+        route: The route the values took (``None`` before the entry point).
+        parents: Per value, the data it was derived from; ``None`` when none is.
+        trace: Per-hop timing when the topology traces.
+    """
+
+    __slots__ = ("origins", "parents", "route", "trace", "values")
+
+    def __init__(
+        self,
+        values: list[Any],
+        origins: list[Any],
+        route: Route | None,
+        parents: list[tuple[Datum, ...]] | None = None,
+        trace: Trace | None = None,
+    ) -> None:
+        self.values = values
+        self.origins = origins
+        self.route = route
+        self.parents = parents
+        self.trace = trace
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def head(self, stop: int) -> Batch:
+        """The batch of the items before ``stop``."""
+        parents = self.parents[:stop] if self.parents is not None else None
+        return Batch(self.values[:stop], self.origins[:stop], self.route, parents, self.trace)
+
+    def tail(self, start: int) -> Batch:
+        """The batch of the items from ``start`` on."""
+        parents = self.parents[start:] if self.parents is not None else None
+        return Batch(self.values[start:], self.origins[start:], self.route, parents, self.trace)
+
+    def data(self, route: Route) -> list[Datum]:
+        """The items as :class:`Datum` values at ``route``."""
+        parents = self.parents or [()] * len(self.values)
+        return [
+            Datum(v, o, route, None, p, self.trace)
+            for v, o, p in zip(self.values, self.origins, parents, strict=True)
+        ]
+
+    def __repr__(self) -> str:
+        return f"Batch({len(self.values)} items via {self.route!r})"

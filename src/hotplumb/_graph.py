@@ -71,9 +71,10 @@ from hotplumb._errors import (
 )
 from hotplumb._keys import check_key, format_key
 from hotplumb._node import Node
+from hotplumb._snapshot import graph_snapshot
 
 if TYPE_CHECKING:
-    from hotplumb._inspect import Snapshot
+    from hotplumb._snapshot import Snapshot
 
 __all__ = ["Changelist", "Factory", "Graph"]
 
@@ -759,8 +760,6 @@ class Graph:
         Kinds, provided or generated, inputs and readers; no counters (see
         :class:`~hotplumb.Snapshot`).
         """
-        from hotplumb._inspect import graph_snapshot
-
         return graph_snapshot(self)
 
     def topological_order(self) -> tuple[Hashable, ...]:

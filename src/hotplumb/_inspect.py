@@ -1,296 +1,109 @@
-"""Snapshots: a frozen, plain-data view of a graph or of a running topology.
+"""Live snapshots: a consistent, frozen view of a running topology.
 
-:func:`take_snapshot` reads a topology's runners and :func:`graph_snapshot` a
-graph; both return a :class:`Snapshot`. Rendering (``_render``) reads only
-snapshots, never live nodes.
-
-A live snapshot is consistent: it is taken in one go, without awaiting, so no
-node runs while it is taken and its counters add up. For every entry point
-``e``, at any moment::
-
-    received(e) == sum over nodes of (failed + filtered + in_progress)
-                   + emitted by the targets (delivered)
-                   + depth of every channel between nodes
-
-when ``e`` is the only entry point and no node fans out or emits several
-outputs for one input (those multiply the counts downstream). Data injected
-but not yet received waits in ``e``'s own channel (``producer`` ``None``).
+:func:`take_snapshot` reads a running topology through :class:`LiveView`, a
+narrow interface the topology implements, and returns a
+:class:`~hotplumb.Snapshot` (the data types are in ``_snapshot``). It is taken
+in one go, without awaiting, so no node runs meanwhile and its counters add up
+(the identity is in ``_snapshot``'s docstring). During a change it shows every
+running node, old and new, with the input channels the change has made but not
+attached yet, so no datum in flight is invisible.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from hotplumb._explain import SafeRepr, exception_message
-from hotplumb._keys import format_key
+from hotplumb._explain import SafeRepr
+from hotplumb._snapshot import (
+    ChangeSnapshot,
+    ChannelSnapshot,
+    NodeSnapshot,
+    Snapshot,
+    sorted_keys,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Hashable, Iterator
+    from collections.abc import Hashable, Mapping, Sequence
 
+    from hotplumb._channel import Channel
+    from hotplumb._clock import Clock
+    from hotplumb._context import Context
     from hotplumb._datum import NodeError
     from hotplumb._graph import Graph
-    from hotplumb._node import NodeKind
-    from hotplumb._runtime import Topology
+    from hotplumb._node import Node
+    from hotplumb._snapshot import NodeStatistics
 
-__all__ = [
-    "ChangeSnapshot",
-    "ChannelSnapshot",
-    "NodeCounters",
-    "NodeSnapshot",
-    "Snapshot",
-    "graph_snapshot",
-    "take_snapshot",
-]
+__all__ = ["LiveNode", "LiveView", "take_snapshot"]
 
 _state_repr = SafeRepr(60, 2)
 
 
-def _sorted_keys(keys: frozenset[Hashable] | set[Hashable]) -> tuple[Hashable, ...]:
-    # Sets of keys get a stable order for people and for diffs of snapshots.
-    return tuple(sorted(keys, key=lambda k: (format_key(k), repr(k))))
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelSnapshot:
-    """One input channel of a running node.
-
-    Attributes:
-        producer: The key of the node writing into it, or ``None`` for an entry
-            point's channel (injected or produced data).
-        depth: Items waiting in it.
-        capacity: Items it holds before writers wait.
-    """
-
-    producer: Hashable | None
-    depth: int
-    capacity: int
+class LiveNode(Protocol):
+    """One running node, as a snapshot reads it."""
 
     @property
-    def full(self) -> bool:
-        """Whether writers into it wait (backpressure)."""
-        return self.depth >= self.capacity
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return plain JSON-compatible data."""
-        producer = None if self.producer is None else format_key(self.producer)
-        return {"producer": producer, "depth": self.depth, "capacity": self.capacity}
-
-
-@dataclass(frozen=True, slots=True)
-class NodeCounters:
-    """A running node's counters (see :class:`~hotplumb.NodeStatistics`).
-
-    Attributes:
-        received: Items taken from its inputs.
-        emitted: Items sent to its readers (for a target: delivered).
-        filtered: Items that produced no output.
-        failed: Items whose processing raised and were not replaced.
-        restarts: Times its task was restarted.
-        in_progress: Items taken and not yet settled.
-    """
-
-    received: int
-    emitted: int
-    filtered: int
-    failed: int
-    restarts: int
-    in_progress: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return plain JSON-compatible data."""
-        return {
-            "received": self.received,
-            "emitted": self.emitted,
-            "filtered": self.filtered,
-            "failed": self.failed,
-            "restarts": self.restarts,
-            "in_progress": self.in_progress,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class NodeSnapshot:
-    """One node, as a snapshot saw it.
-
-    Attributes:
-        key: The node's key.
-        kind: Its role (entry point, processor, target, timer).
-        generated: Whether the factory made it (``False``: it was provided);
-            ``None`` for a node an in-progress change is adding, whose graph
-            the topology does not run yet.
-        version: The topology generation that last defined it; ``None`` in a
-            graph's snapshot.
-        inputs: The keys it reads, in order.
-        readers: The keys reading it, sorted by their readable form.
-        counters: Its counters; ``None`` in a graph's snapshot.
-        channels: Its input channels (an entry point has one, fed by
-            injection or its source); empty in a graph's snapshot.
-        state: A short repr of its state; ``None`` for a stateless node.
-        last_error: The last failure of its processing, if any.
-        waiting_for_demand: Whether it is a source that no node reads, so it
-            produces nothing.
-        switching: Whether the in-progress change has yet to reach it.
-    """
-
-    key: Hashable
-    kind: NodeKind
-    generated: bool | None
-    version: int | None = None
-    inputs: tuple[Hashable, ...] = ()
-    readers: tuple[Hashable, ...] = ()
-    counters: NodeCounters | None = None
-    channels: tuple[ChannelSnapshot, ...] = ()
-    state: str | None = None
-    last_error: NodeError | None = None
-    waiting_for_demand: bool = False
-    switching: bool = False
+    def node(self) -> Node:
+        """Its current description."""
+        ...
 
     @property
-    def label(self) -> str:
-        """The key in readable form (:func:`~hotplumb.format_key`)."""
-        return format_key(self.key)
+    def version(self) -> int:
+        """Its version."""
+        ...
 
     @property
-    def generated_for(self) -> tuple[Hashable, ...]:
-        """For a generated node, the readers it exists for; else empty."""
-        return self.readers if self.generated else ()
+    def ctx(self) -> Context:
+        """Its context (state and readers)."""
+        ...
 
     @property
-    def input_depth(self) -> int:
-        """Items waiting in all of its input channels."""
-        return sum(c.depth for c in self.channels)
+    def last_error(self) -> NodeError | None:
+        """The last failure of its processing."""
+        ...
 
     @property
-    def input_capacity(self) -> int | None:
-        """The capacity of each of its input channels; ``None`` without channels."""
-        return self.channels[0].capacity if self.channels else None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return plain JSON-compatible data; keys are in readable form."""
-        error = self.last_error
-        return {
-            "key": format_key(self.key),
-            "key_repr": repr(self.key),
-            "kind": self.kind.value,
-            "generated": self.generated,
-            "version": self.version,
-            "inputs": [format_key(k) for k in self.inputs],
-            "readers": [format_key(k) for k in self.readers],
-            "counters": None if self.counters is None else self.counters.to_dict(),
-            "channels": [c.to_dict() for c in self.channels],
-            "state": self.state,
-            "last_error": None
-            if error is None
-            else {
-                "key": format_key(error.key),
-                "version": error.version,
-                "type": type(error.exception).__name__,
-                "message": exception_message(error.exception),
-            },
-            "waiting_for_demand": self.waiting_for_demand,
-            "switching": self.switching,
-        }
+    def waiting_for_demand(self) -> bool:
+        """Whether it is a source nobody reads."""
+        ...
 
 
-@dataclass(frozen=True, slots=True)
-class ChangeSnapshot:
-    """A live change (:meth:`~hotplumb.Topology.apply`) still propagating.
+class LiveView(Protocol):
+    """What a snapshot reads of a running topology."""
 
-    Attributes:
-        generation: The generation it starts.
-        region: The running keys its barrier visits.
-        pending: The keys in the region that have not switched yet.
-        switches: The keys it changes (new version, inputs or readers, or removal).
-    """
+    @property
+    def graph(self) -> Graph:
+        """The graph it runs."""
+        ...
 
-    generation: int
-    region: tuple[Hashable, ...]
-    pending: tuple[Hashable, ...]
-    switches: tuple[Hashable, ...]
+    @property
+    def generation(self) -> int:
+        """Changes started so far."""
+        ...
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return plain JSON-compatible data; keys are in readable form."""
-        return {
-            "generation": self.generation,
-            "region": [format_key(k) for k in self.region],
-            "pending": [format_key(k) for k in self.pending],
-            "switches": [format_key(k) for k in self.switches],
-        }
+    @property
+    def clock(self) -> Clock:
+        """Its clock."""
+        ...
 
+    def dead_letter_count(self) -> int:
+        """Failures recorded in all."""
+        ...
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """A frozen view of a graph or of a running topology.
+    def live_nodes(self) -> Mapping[Hashable, LiveNode]:
+        """The running nodes (during a change, old and new)."""
+        ...
 
-    Get one from :meth:`Topology.snapshot <hotplumb.Topology.snapshot>` (live:
-    counters, queue depths, errors) or :meth:`Graph.snapshot
-    <hotplumb.Graph.snapshot>` (static: no counters). Index it by key.
+    def statistics_of(self, key: Hashable) -> NodeStatistics:
+        """A running node's counters."""
+        ...
 
-    Attributes:
-        nodes: Every node, each after all of its inputs.
-        edges: The ``(input, reader)`` pairs.
-        live: Whether it was taken from a running topology.
-        generation: How many changes had been started (live only).
-        change: The change still propagating, if any (live only).
-        dead_letters: How many failures the topology had recorded in all
-            (live only).
-        time: The topology clock's time when it was taken (live only);
-            snapshots showing the same thing compare equal whatever their times.
+    def input_channels(self, key: Hashable) -> Sequence[Channel]:
+        """A running node's input channels, with those a change in flight will attach."""
+        ...
 
-    Example:
-        >>> from hotplumb import Graph, Node, sink
-        >>> snap = Graph({"in": Node(), "out": sink(print, inputs=["in"])}).snapshot()
-        >>> [(n.label, n.kind.value) for n in snap.nodes]
-        [('in', 'entry'), ('out', 'target')]
-        >>> snap["in"].readers
-        ('out',)
-    """
-
-    nodes: tuple[NodeSnapshot, ...]
-    edges: tuple[tuple[Hashable, Hashable], ...]
-    live: bool = False
-    generation: int | None = None
-    change: ChangeSnapshot | None = None
-    dead_letters: int | None = None
-    time: float | None = field(default=None, compare=False)
-    _index: dict[Hashable, NodeSnapshot] = field(
-        init=False, repr=False, compare=False, hash=False, default_factory=dict
-    )
-
-    def __post_init__(self) -> None:
-        self._index.update((n.key, n) for n in self.nodes)
-
-    def __getitem__(self, key: Hashable) -> NodeSnapshot:
-        return self._index[key]
-
-    def __contains__(self, key: object) -> bool:
-        try:
-            return key in self._index
-        except TypeError:
-            return False
-
-    def __len__(self) -> int:
-        return len(self.nodes)
-
-    def __iter__(self) -> Iterator[NodeSnapshot]:
-        return iter(self.nodes)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return plain JSON-compatible data (``json.dumps`` takes it as is).
-
-        Keys appear in readable form (``format_key``), with their ``repr`` as
-        ``key_repr`` in each node.
-        """
-        return {
-            "live": self.live,
-            "generation": self.generation,
-            "time": self.time,
-            "dead_letters": self.dead_letters,
-            "change": None if self.change is None else self.change.to_dict(),
-            "nodes": [n.to_dict() for n in self.nodes],
-            "edges": [[format_key(a), format_key(b)] for a, b in self.edges],
-        }
+    def change_in_flight(self) -> tuple[int, Any, Any, Any] | None:
+        """The change propagating: generation, region, pending keys, switching keys."""
+        ...
 
 
 def _order(inputs: dict[Hashable, tuple[Hashable, ...]]) -> list[Hashable]:
@@ -321,53 +134,27 @@ def _order(inputs: dict[Hashable, tuple[Hashable, ...]]) -> list[Hashable]:
     return sorted(inputs, key=depth.__getitem__)
 
 
-def graph_snapshot(graph: Graph) -> Snapshot:
-    """Return the static view of ``graph``'s active nodes (no counters).
-
-    Args:
-        graph: The graph.
-
-    Returns:
-        A snapshot with ``live=False``: kinds, provided or generated, inputs
-        and readers; versions, counters and channels are absent.
-    """
-    nodes = []
-    for k in graph.topological_order():
-        node = graph.nodes[k]
-        nodes.append(
-            NodeSnapshot(
-                key=k,
-                kind=node.effective_kind,
-                generated=graph.is_generated(k),
-                inputs=node.inputs,
-                readers=_sorted_keys(graph.readers_of(k)),
-            )
-        )
-    edges = tuple((i, n.key) for n in nodes for i in n.inputs)
-    return Snapshot(tuple(nodes), edges)
-
-
-def take_snapshot(topology: Topology) -> Snapshot:
+def take_snapshot(view: LiveView) -> Snapshot:
     """Return a consistent live view of a running topology.
 
     Taken without awaiting, so nothing moves meanwhile: counters and queue
-    depths add up (see the module docstring).
+    depths add up (see ``_snapshot``).
 
     Args:
-        topology: The running (or stopped) topology.
+        view: The running (or stopped) topology.
 
     Returns:
         A snapshot with ``live=True``. During a change, it shows every node
         running (old and new), and the change in :attr:`Snapshot.change`.
     """
-    graph = topology.graph
-    runners = topology._runners
-    pending = topology._pending
-    waiting = pending.pending if pending is not None else set()
-    order = _order({k: r.node.inputs for k, r in runners.items()})
+    graph = view.graph
+    running = view.live_nodes()
+    change = view.change_in_flight()
+    waiting = change[2] if change is not None else set()
+    order = _order({k: r.node.inputs for k, r in running.items()})
     nodes = []
     for k in order:
-        r = runners[k]
+        r = running[k]
         node = r.node
         ctx = r.ctx
         stateful = node.state is not None or ctx.state is not None
@@ -378,37 +165,33 @@ def take_snapshot(topology: Topology) -> Snapshot:
                 generated=graph.is_generated(k) if k in graph else None,
                 version=r.version,
                 inputs=node.inputs,
-                readers=_sorted_keys(ctx.readers),
-                counters=NodeCounters(
-                    received=r.received,
-                    emitted=r.emitted,
-                    filtered=r.filtered,
-                    failed=r.failed,
-                    restarts=r.restarts,
-                    in_progress=r.holding,
+                readers=sorted_keys(ctx.readers),
+                counters=view.statistics_of(k),
+                channels=tuple(
+                    ChannelSnapshot(c.producer, c.size, c.capacity) for c in view.input_channels(k)
                 ),
-                channels=tuple(ChannelSnapshot(c.producer, c.size, c.capacity) for c in r.inputs),
                 state=_state_repr.repr(ctx.state) if stateful else None,
                 last_error=r.last_error,
                 waiting_for_demand=r.waiting_for_demand,
                 switching=k in waiting,
             )
         )
-    edges = tuple((i, n.key) for n in nodes for i in n.inputs if i in runners)
-    change = None
-    if pending is not None:
-        change = ChangeSnapshot(
-            generation=pending.generation,
-            region=_sorted_keys(pending.region),
-            pending=_sorted_keys(pending.pending),
-            switches=_sorted_keys(set(pending.plan)),
+    edges = tuple((i, n.key) for n in nodes for i in n.inputs if i in running)
+    in_flight = None
+    if change is not None:
+        generation, region, pending, switches = change
+        in_flight = ChangeSnapshot(
+            generation=generation,
+            region=sorted_keys(region),
+            pending=sorted_keys(pending),
+            switches=sorted_keys(set(switches)),
         )
     return Snapshot(
         tuple(nodes),
         edges,
         live=True,
-        generation=topology.generation,
-        change=change,
-        dead_letters=topology.errors.total,
-        time=topology.clock.now(),
+        generation=view.generation,
+        change=in_flight,
+        dead_letters=view.dead_letter_count(),
+        time=view.clock.now(),
     )

@@ -1,27 +1,72 @@
-"""How a node's callable is called: its mode and arity, checked once at start.
+"""How a node's callable is called: its classification, and the strategies that process a batch.
 
-The runtime calls a node's ``fn`` in one of four modes (plain, ``async def``,
-generator, async generator) with one argument (the value, or the datum for
-sinks) or two (adding the context). Working this out uses :mod:`inspect`, which
-is slow, so it is done once per node when the node starts, never per datum.
+Classification. The runtime calls a node's ``fn`` in one of four modes (plain,
+``async def``, generator, async generator) with one argument (the value, or the
+datum for sinks) or two (adding the context). Working this out uses
+:mod:`inspect`, which is slow, so :func:`build_kernel` does it once per node
+when the node starts or a change brings it in, never per datum. A bad
+signature fails ``run()``/``apply()`` before anything starts.
+
+Processing. A runner hands each input batch to its kernel's *strategy*, which
+fills one :class:`Outputs`: the single accumulator of a batch's processing.
+``Outputs`` owns the accounting: which inputs are settled, how many were
+filtered or failed, what is still in progress, and the output batch they make.
+The counting identity every node keeps, at every moment, is::
+
+    received == emitted-and-settled + filtered + failed + in_progress
+
+where an input is *settled* once it produced its outputs (for a target: they
+were delivered), was filtered (``SKIP``) or failed. Strategies:
+
+* :func:`pass_through`: the identity; the batch goes on as it is.
+* :func:`map_each`: a plain callable of the value (or of the datum, for a
+  sink) with no timeout, called over the whole batch in one loop.
+* :func:`call_each`: everything else, one input at a time: ``async def``,
+  generators, callables taking the context, timeouts.
+
+A node's exception is a data error whatever its type (``StopIteration``
+included, and a :class:`asyncio.CancelledError` that is not the cancellation
+of the node's own task): the input fails, goes to ``on_error`` or the
+dead-letter record, and the rest of the batch goes on. Only what must end the
+task by the language's rules propagates: ``KeyboardInterrupt``,
+``SystemExit``, and the cancellation of the task itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import functools
 import inspect
 import types
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from itertools import islice
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from hotplumb._clock import Deadline
+from hotplumb._datum import Batch, Datum, Emission
 from hotplumb._errors import InvalidNodeCallableError
-from hotplumb._node import Node, identity
+from hotplumb._node import SKIP, Node, identity
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable
 
-__all__ = ["Kernel", "Mode", "build_kernel"]
+    from hotplumb._clock import Clock
+    from hotplumb._context import Context
+    from hotplumb._datum import Route
+
+__all__ = [
+    "FAILED",
+    "Kernel",
+    "Mode",
+    "Outputs",
+    "Processor",
+    "build_kernel",
+    "call_each",
+    "ends_task",
+    "map_each",
+    "pass_through",
+]
 
 
 class Mode(enum.Enum):
@@ -33,26 +78,334 @@ class Mode(enum.Enum):
     ASYNC_GENERATOR = "async generator"
 
 
+class _Failed:
+    """Marks an input whose processing failed, in :attr:`Outputs.results`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "FAILED"
+
+
+FAILED: Final = _Failed()
+
+
+class _Several:
+    """Marks an input that produced other than one plain output (a generator, an Emission)."""
+
+    __slots__ = ("parents", "values")
+
+    def __init__(self, values: list[Any], parents: list[tuple[Datum, ...]]) -> None:
+        self.values = values
+        self.parents = parents
+
+
+class Outputs:
+    """What one input batch has produced so far: the accumulator strategies fill.
+
+    ``results`` has one entry per settled input, in input order: the output
+    value, :data:`~hotplumb.SKIP` (filtered), :data:`FAILED`, or a marker for
+    an input with several outputs or explicit parents. The runner reads the
+    counters for statistics and the shutdown report at any moment.
+
+    Args:
+        batch: The input batch.
+        route: The route of the outputs (the input's, extended by the node).
+        target: Whether the node is a target (its outputs are delivered as
+            they are produced, so a produced input is settled at once).
+        on_failure: The runner's handling of an input that raised: returns the
+            replacement output or :data:`FAILED`, or raises if the node's task
+            must die.
+    """
+
+    __slots__ = (
+        "batch",
+        "extra",
+        "failed",
+        "filtered",
+        "on_failure",
+        "results",
+        "route",
+        "settled",
+        "several",
+        "target",
+    )
+
+    def __init__(
+        self,
+        batch: Batch,
+        route: Route,
+        target: bool,
+        on_failure: Callable[[Outputs, int, BaseException], Any],
+    ) -> None:
+        self.batch = batch
+        self.route = route
+        self.target = target
+        self.on_failure = on_failure
+        self.results: list[Any] = []
+        # Invariant: settled == len(results) whenever a strategy awaits or returns.
+        self.settled = 0
+        self.filtered = 0
+        self.failed = 0
+        self.several = 0  # entries that are _Several markers
+        self.extra = 0  # outputs beyond one per produced input (negative: none)
+
+    @property
+    def emitted(self) -> int:
+        """Outputs made so far."""
+        return self.settled - self.filtered - self.failed + self.extra
+
+    @property
+    def in_progress(self) -> int:
+        """Inputs taken and not settled; for a non-target, produced inputs count until sent."""
+        unsettled = len(self.batch.values) - self.settled
+        if self.target:
+            return unsettled
+        return unsettled + self.settled - self.filtered - self.failed
+
+    def fail(self, index: int, error: BaseException) -> None:
+        """Record that input ``index`` (the next one) raised ``error``."""
+        try:
+            replacement = self.on_failure(self, index, error)
+        except BaseException:
+            # The node's task dies (its handler raised): the input is failed,
+            # and the rest of the batch waits for the restarted task.
+            self.failed += 1
+            self.results.append(FAILED)
+            self.settled += 1
+            raise
+        if replacement is FAILED or replacement is SKIP:
+            self.failed += 1
+            self.results.append(FAILED)
+        else:
+            self.add(replacement)
+            return
+        self.settled += 1
+
+    def add(self, result: Any) -> None:
+        """Record the result of the next input: a value, ``SKIP`` or an :class:`Emission`."""
+        if result is SKIP:
+            self.filtered += 1
+        elif type(result) is Emission:
+            result = _Several([result.value], [result.parents])
+            self.several += 1
+        self.results.append(result)
+        self.settled += 1
+
+    def add_many(self, results: list[Any] | tuple[Any, ...], parents: tuple[Datum, ...]) -> None:
+        """Record every output the next input produced (a generator's yields)."""
+        values: list[Any] = []
+        value_parents: list[tuple[Datum, ...]] = []
+        for result in results:
+            if result is SKIP:
+                continue
+            if type(result) is Emission:
+                values.append(result.value)
+                value_parents.append(result.parents)
+            else:
+                values.append(result)
+                value_parents.append(parents)
+        if not values:
+            self.filtered += 1
+            self.results.append(SKIP)
+        else:
+            self.several += 1
+            self.extra += len(values) - 1
+            self.results.append(_Several(values, value_parents))
+        self.settled += 1
+
+    def finish(self) -> Batch:
+        """The output batch of the inputs settled so far."""
+        results, batch = self.results, self.batch
+        count = len(results)
+        if not (self.filtered or self.failed or self.several):
+            # The common case: one plain output per input, sharing the input's lists.
+            if count == len(batch.values):
+                return Batch(results, batch.origins, self.route, batch.parents, batch.trace)
+            parents = batch.parents[:count] if batch.parents is not None else None
+            return Batch(results, batch.origins[:count], self.route, parents, batch.trace)
+        origins_in, parents_in = batch.origins, batch.parents
+        has_parents = parents_in is not None or self.several > 0
+        values: list[Any] = []
+        origins: list[Any] = []
+        parents_out: list[tuple[Datum, ...]] = []
+        for i, result in enumerate(results):
+            if result is SKIP or result is FAILED:
+                continue
+            origin = origins_in[i]
+            if type(result) is _Several:
+                values.extend(result.values)
+                origins.extend([origin] * len(result.values))
+                parents_out.extend(result.parents)
+            else:
+                values.append(result)
+                origins.append(origin)
+                if has_parents:
+                    parents_out.append(parents_in[i] if parents_in is not None else ())
+        return Batch(values, origins, self.route, parents_out if has_parents else None, batch.trace)
+
+
+class Processor(Protocol):
+    """What a strategy needs of the running node."""
+
+    @property
+    def key(self) -> Hashable:
+        """The node's key."""
+        ...
+
+    @property
+    def node(self) -> Node:
+        """The node's current description."""
+        ...
+
+    @property
+    def ctx(self) -> Context:
+        """The node's context."""
+        ...
+
+    @property
+    def clock(self) -> Clock:
+        """The topology's clock."""
+        ...
+
+
+def ends_task(error: BaseException) -> bool:
+    """Whether ``error`` must end the node's task rather than fail one input."""
+    if isinstance(error, KeyboardInterrupt | SystemExit):
+        return True
+    if isinstance(error, asyncio.CancelledError):
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() > 0
+    return False
+
+
+def pass_through(kernel: Kernel, node: Processor, out: Outputs) -> None:
+    """The identity: every input is its own output."""
+    out.results = out.batch.values  # never mutated: shared, like the batch itself
+    out.settled = len(out.results)
+
+
+def map_each(kernel: Kernel, node: Processor, out: Outputs) -> None:
+    """Call a plain callable over the whole batch in one loop (sinks get data)."""
+    fn = kernel.fn
+    batch = out.batch
+    values: list[Any] = batch.data(out.route) if node.node.pass_datum else batch.values
+    results = out.results
+    append = results.append
+    skipped = 0
+    start = 0
+    while True:
+        try:
+            for value in values if not start else islice(values, start, None):
+                result = fn(value)
+                if result is SKIP:
+                    skipped += 1
+                append(result)
+            break
+        except BaseException as exc:
+            if ends_task(exc):
+                raise
+            out.settled = len(results)
+            out.filtered += skipped
+            skipped = 0
+            out.fail(len(results), exc)
+            start = len(results)
+    out.settled = len(results)
+    out.filtered += skipped
+
+
+async def call_each(kernel: Kernel, node: Processor, out: Outputs) -> None:
+    """Call the callable for one input at a time, in order."""
+    fn, mode = kernel.fn, kernel.mode
+    ctx = node.ctx
+    spec = node.node
+    timeout = spec.timeout
+    wants_datum = spec.pass_datum
+    uses_ctx = kernel.takes_context
+    many = mode is Mode.GENERATOR or mode is Mode.ASYNC_GENERATOR
+    batch, route = out.batch, out.route
+    values, origins, parents, trace = batch.values, batch.origins, batch.parents, batch.trace
+    try:
+        for i in range(out.settled, len(values)):
+            value = values[i]
+            mine: tuple[Datum, ...] = parents[i] if parents is not None else ()
+            if uses_ctx:
+                ctx._datum = None
+                ctx._pending = (value, origins[i], route, None, mine, trace)
+            arg = Datum(value, origins[i], route, None, mine, trace) if wants_datum else value
+            args = (arg, ctx) if uses_ctx else (arg,)
+            try:
+                if timeout is None:
+                    result = await _call(fn, mode, args)
+                else:
+                    result = await _call_timed(fn, mode, args, node, timeout)
+            except BaseException as exc:
+                if ends_task(exc):
+                    raise
+                out.fail(i, exc)
+                continue
+            if many:
+                out.add_many(result, mine)
+            else:
+                out.add(result)
+    finally:
+        if uses_ctx:
+            ctx._datum = None
+            ctx._pending = None
+
+
+async def _call(fn: Callable[..., Any], mode: Mode, args: tuple[Any, ...]) -> Any:
+    if mode is Mode.PLAIN:
+        return fn(*args)
+    if mode is Mode.ASYNC:
+        return await fn(*args)
+    if mode is Mode.GENERATOR:
+        return list(fn(*args))
+    return [item async for item in fn(*args)]
+
+
+async def _call_timed(
+    fn: Callable[..., Any], mode: Mode, args: tuple[Any, ...], node: Processor, timeout: float
+) -> Any:
+    clock = node.clock
+    began = clock.now()
+    if mode is Mode.PLAIN or mode is Mode.GENERATOR:
+        # A synchronous call cannot be interrupted: it fails after it returns late.
+        result = await _call(fn, mode, args)
+        late = clock.now() - began > timeout
+    else:
+        bound = Deadline(clock, began + timeout)
+        try:
+            async with bound:
+                return await _call(fn, mode, args)
+        except TimeoutError:
+            if not bound.expired:
+                raise  # the callable's own TimeoutError
+            late = True
+    if late:
+        raise TimeoutError(f"node {node.key!r} took longer than {timeout}s")
+    return result
+
+
 @dataclass(frozen=True, slots=True)
 class Kernel:
-    """A node's callable, classified.
+    """A node's callable, classified, with the strategy that processes its batches.
 
     Attributes:
         fn: The callable.
         mode: How it produces outputs.
         takes_context: Whether it is called as ``fn(value, context)``.
         is_identity: Whether it is the default identity (skipped entirely).
-        fast: Whether a whole batch can go through ``map(fn, values)`` (or, for
-            sinks, ``map(fn, data)``).
-        simple: Whether it takes just the value, with no timeout.
+        process: The strategy: fills an :class:`Outputs` from its batch.
+        synchronous: Whether ``process`` is a plain function (else it is awaited).
     """
 
     fn: Callable[..., Any]
     mode: Mode
     takes_context: bool
     is_identity: bool
-    fast: bool
-    simple: bool
+    process: Callable[[Kernel, Processor, Outputs], Any]
+    synchronous: bool
 
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -131,7 +484,7 @@ def _mode(fn: Callable[..., Any]) -> Mode:
 
 
 def build_kernel(key: Hashable, node: Node) -> Kernel:
-    """Classify ``node``'s callables; raise if one cannot be called as needed.
+    """Classify ``node``'s callables and choose its strategy; raise if one is unusable.
 
     Args:
         key: The node's key (for error messages).
@@ -162,10 +515,14 @@ def build_kernel(key: Hashable, node: Node) -> Kernel:
         raise InvalidNodeCallableError(
             key, f"state must be a zero-argument callable, got {node.state!r}"
         )
-    simple = not takes_context and not node.pass_datum and node.timeout is None
-    # A plain callable runs over a whole batch; sinks get a batch of data.
-    fast = mode is Mode.PLAIN and not takes_context and node.timeout is None and not is_identity
-    return Kernel(fn, mode, takes_context, is_identity, fast, simple)
+    process: Callable[[Kernel, Processor, Outputs], Any]
+    if is_identity:
+        process, synchronous = pass_through, True
+    elif mode is Mode.PLAIN and not takes_context and node.timeout is None:
+        process, synchronous = map_each, True
+    else:
+        process, synchronous = call_each, False
+    return Kernel(fn, mode, takes_context, is_identity, process, synchronous)
 
 
 def _check_one_arg(key: Hashable, fn: Callable[..., Any], what: str) -> None:

@@ -39,9 +39,9 @@ from typing import TYPE_CHECKING, Any, Final
 from hotplumb._errors import RenderError
 from hotplumb._explain import exception_text
 from hotplumb._graph import Graph
-from hotplumb._inspect import NodeSnapshot, Snapshot, graph_snapshot
 from hotplumb._keys import Key, format_key
 from hotplumb._node import NodeKind
+from hotplumb._snapshot import NodeSnapshot, Snapshot, graph_snapshot
 
 if TYPE_CHECKING:
     import argparse

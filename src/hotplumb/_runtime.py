@@ -1,115 +1,58 @@
-"""Running a graph: :func:`run`, :class:`Topology`, and live changes with :meth:`Topology.apply`.
+"""Running a graph: :func:`run` and :class:`Topology`.
 
-How a live change works (the argument for each guarantee is in docs/design.md):
+A running topology has two faces. :class:`Topology` is the public one: data
+in (``inject``), changes (``apply``, ``drain``), inspection and ``close``; it
+has no public constructor and its attributes are read-only. Behind it,
+``_Core`` holds the running state and is what the other rooms of the runtime
+see, each through its own small interface:
 
-1. ``apply`` diffs the running graph against the new one and prepares
-   everything that can fail before anything changes: the new nodes' callables
-   are checked, new runners are built, new channels are made. If this fails,
-   nothing has changed.
-2. The *switching* nodes are the running ones whose version, inputs or readers
-   change; the *region* is them and all their ancestors. New runners start now,
-   but their input channels are attached to their producers only at those
-   producers' switches, so they see nothing from before the change.
-3. In one step, without awaiting, a barrier is put into the entry channel of
-   every entry point in the region. This is the cut: data injected before it
-   is processed by the old versions, data after by the new.
-4. Each node in the region aligns the barrier on its inputs, forwards it to its
-   readers in the region, switches (new version, state carried over, new
-   inputs and outputs) and acknowledges. When all have, the change is done.
+* the running nodes (``_runner.Runner``) through :class:`~hotplumb._runner.NodeHost`:
+  the clock, tracing, the restart policy, spawning tasks, the dead-letter record;
+* the live-change protocol (``_change.Changes``) through
+  :class:`~hotplumb._change.ChangeHost`: the running nodes and entry
+  channels, making nodes and channels, and completing a change;
+* snapshots (``_inspect``) through :class:`~hotplumb._inspect.LiveView`.
 
-Changes are serialised by a lock; ``drain`` sends a barrier with no switches
-through every node and waits for it.
+Every task belongs to the task group that :func:`run` opens: leaving the
+``async with`` block drains (or, on an error, stops at once) and ends them all.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from hotplumb._channel import Batch, Channel
-from hotplumb._clock import Clock, SystemClock, run_with_timeout
-from hotplumb._control import Barrier, Switch
-from hotplumb._datum import Datum
-from hotplumb._errors import ApplyError, NotAnEntryPointError, TopologyClosedError
-from hotplumb._graph import Changelist, Graph
-from hotplumb._kernel import Kernel, build_kernel
+from hotplumb._change import Aligner, Changes, edge_capacity, input_capacity
+from hotplumb._channel import MemoryChannel
+from hotplumb._clock import Clock, SystemClock
+from hotplumb._datum import Batch, Datum
+from hotplumb._errors import NotAnEntryPointError, TopologyClosedError
+from hotplumb._graph import Graph
+from hotplumb._inspect import take_snapshot
+from hotplumb._kernel import build_kernel
 from hotplumb._keys import check_key
-from hotplumb._node import Node, RestartPolicy
+from hotplumb._node import RestartPolicy
 from hotplumb._runner import Runner
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Coroutine, Hashable, Iterable, Iterator, Mapping
+    from collections.abc import Callable, Coroutine, Hashable, Iterable, Iterator, Mapping
+    from contextlib import AbstractAsyncContextManager
+    from types import TracebackType
 
-    from hotplumb._inspect import Snapshot
+    from hotplumb._change import ApplyReport, Participant
+    from hotplumb._channel import Channel
+    from hotplumb._graph import Changelist
+    from hotplumb._kernel import Kernel
+    from hotplumb._node import Node
+    from hotplumb._snapshot import NodeStatistics, Snapshot
 
-__all__ = [
-    "ApplyReport",
-    "DeadLetters",
-    "NodeStatistics",
-    "ShutdownReport",
-    "Topology",
-    "run",
-]
+__all__ = ["DeadLetters", "ShutdownReport", "Topology", "run"]
 
 DEFAULT_CAPACITY = 1024
 
-
-@dataclass(frozen=True, slots=True)
-class NodeStatistics:
-    """Counters of one running node.
-
-    Attributes:
-        key: The node's key.
-        version: Its version (the generation that last defined it).
-        received: Items taken from its inputs.
-        emitted: Items sent to its readers (for a target: delivered).
-        filtered: Items that produced no output.
-        failed: Items whose processing raised and were not replaced.
-        restarts: Times its task was restarted.
-        in_progress: Items taken from its inputs and not yet settled (being
-            processed, or waiting to be sent on).
-        input_depth: Items waiting in its input channels.
-        input_capacity: The capacity of each input channel.
-    """
-
-    key: Hashable
-    version: int
-    received: int
-    emitted: int
-    filtered: int
-    failed: int
-    restarts: int
-    in_progress: int
-    input_depth: int
-    input_capacity: int
-
-
-@dataclass(frozen=True, slots=True)
-class ApplyReport:
-    """What a completed :meth:`Topology.apply` did.
-
-    Attributes:
-        changelist: The changes applied.
-        generation: The topology generation the change started (node versions
-            it defined carry this number).
-        visited: How many running nodes the barrier visited.
-        seconds: Time from sending the barrier to the last node switching.
-        errors: Keys whose state migration or change handler raised, with the
-            exception (the node switched anyway, from its initial state).
-        removed: The final counters of the nodes the change removed.
-    """
-
-    changelist: Changelist
-    generation: int
-    visited: int
-    seconds: float
-    errors: tuple[tuple[Hashable, BaseException], ...] = ()
-    removed: Mapping[Hashable, NodeStatistics] = field(default_factory=dict)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,17 +137,21 @@ class DeadLetters:
         return f"DeadLetters({len(self._items)} kept, {self.total} in all)"
 
 
-class Topology:
-    """A graph running on asyncio. Get one from :func:`run`.
+class _NoPublicConstructor(type):
+    """A metaclass for classes the library makes: calling the class raises."""
 
-    Attributes:
-        graph: The graph it runs (the new one once a change has completed).
-        errors: The dead-letter record of data whose processing failed.
-        clock: The clock used for timers, timeouts and tracing.
-        capacity: The default capacity of input channels, in items.
-        restart: The default restart policy.
-        trace: Whether per-hop timing is recorded.
-    """
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"hotplumb.{cls.__qualname__} has no public constructor; "
+            "get a running topology from hotplumb.run(graph)"
+        )
+
+    def _create(cls: type[T], *args: Any, **kwargs: Any) -> T:
+        return super().__call__(*args, **kwargs)  # type: ignore[misc,no-any-return]
+
+
+class _Core:
+    """The running state of a topology, behind :class:`Topology`."""
 
     def __init__(
         self,
@@ -216,6 +163,7 @@ class Topology:
         restart: RestartPolicy,
         trace: bool,
         max_errors: int,
+        aligner: Callable[[], Aligner],
     ) -> None:
         self.graph = graph
         self.clock = clock
@@ -223,72 +171,129 @@ class Topology:
         self.restart = restart
         self.trace = trace
         self.errors = DeadLetters(max_errors)
-        self._task_group = task_group
-        self._runners: dict[Hashable, Runner] = {}
-        self._entries: dict[Hashable, Channel] = {}
-        self._lock = asyncio.Lock()
-        self._generation = 0
-        self._pending: Barrier | None = None  # the change in flight, if any
-        self._in_flight: set[Barrier] = set()  # every barrier not yet done
-        self._change_errors: dict[int, list[tuple[Hashable, BaseException]]] = {}
-        # Final counters of removed nodes, per generation, until apply reports them.
-        self._removed_statistics: dict[int, dict[Hashable, NodeStatistics]] = {}
-        self._closing = False
-        self._closed = False
-        self._report: ShutdownReport | None = None
+        self.aligner = aligner
+        self.task_group = task_group
+        self.running: dict[Hashable, Participant] = {}
+        self.entries: dict[Hashable, Channel] = {}
+        self.changes = Changes(self)
+        self.closing = False
+        self.closed = False
+        self.report: ShutdownReport | None = None
 
-    # -- starting ---------------------------------------------------------------
+    def runner(self, key: Hashable) -> Runner:
+        runner = self.running[key]
+        assert isinstance(runner, Runner)
+        return runner
 
-    def capacity_for(self, node: Node) -> int:
-        """The input-channel capacity for ``node``."""
-        return node.capacity if node.capacity is not None else self.capacity
+    def runners(self) -> Iterator[Runner]:
+        for runner in self.running.values():
+            assert isinstance(runner, Runner)
+            yield runner
 
-    def edge_capacity(self, producer: Node, reader: Node) -> int:
-        """The capacity of the channel from ``producer`` into ``reader``."""
-        capacity = self.capacity_for(reader)
-        if producer.output_capacity is not None:
-            return min(capacity, producer.output_capacity)
-        return capacity
+    # -- for the nodes (NodeHost) ------------------------------------------------
 
-    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        """Start a task owned by this topology's task group."""
-        return self._task_group.create_task(coro, name=name)
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None:
+        try:
+            return self.task_group.create_task(coro, name=name)
+        except RuntimeError:  # the task group is shutting down: the topology is failing
+            coro.close()
+            return None
 
-    def _start(self, kernels: Mapping[Hashable, Kernel]) -> None:
+    def dead_letter(self, datum: Datum) -> None:
+        self.errors._record(datum)
+
+    # -- for changes (ChangeHost) ------------------------------------------------
+
+    def new_participant(
+        self, key: Hashable, node: Node, kernel: Kernel, version: int, readers: frozenset[Hashable]
+    ) -> Participant:
+        return Runner(self, key, node, kernel, version, readers, self.aligner())
+
+    def open_channel(
+        self, producer: Hashable | None, consumer: Participant, capacity: int
+    ) -> Channel:
+        assert isinstance(consumer, Runner)
+        return MemoryChannel(producer, consumer, capacity)
+
+    def completed(self, graph: Graph, changes: Changelist) -> dict[Hashable, NodeStatistics]:
+        final: dict[Hashable, NodeStatistics] = {}
+        for key in changes.removed:
+            runner = self.running.get(key)
+            if isinstance(runner, Runner):
+                runner.stopped = True
+                final[key] = self._statistics(runner)
+                del self.running[key]
+        self.graph = graph
+        return final
+
+    # -- for snapshots (LiveView) ------------------------------------------------
+
+    @property
+    def generation(self) -> int:
+        return self.changes.generation
+
+    def dead_letter_count(self) -> int:
+        return self.errors.total
+
+    def live_nodes(self) -> Mapping[Hashable, Runner]:
+        return {k: self.runner(k) for k in self.running}
+
+    def statistics_of(self, key: Hashable) -> NodeStatistics:
+        return self._statistics(self.runner(key))
+
+    def input_channels(self, key: Hashable) -> list[Channel]:
+        runner = self.running[key]
+        coming = self.changes.inputs_to_come(key)
+        if not coming:
+            return runner.inputs
+        return runner.inputs + [c for c in coming if c not in runner.inputs]
+
+    def change_in_flight(self) -> tuple[int, Any, Any, Any] | None:
+        barrier = self.changes.pending
+        if barrier is None:
+            return None
+        return (barrier.generation, barrier.region, barrier.pending, barrier.plan.switches)
+
+    def _statistics(self, runner: Runner) -> NodeStatistics:
+        depth = sum(c.size for c in self.input_channels(runner.key))
+        return runner.statistics(depth, input_capacity(runner.node, self.capacity))
+
+    # -- starting and data in ----------------------------------------------------
+
+    def start(self, kernels: Mapping[Hashable, Kernel]) -> None:
         graph = self.graph
-        runners = self._runners
+        running = self.running
         for key, node in graph.nodes.items():
-            runners[key] = Runner(self, key, node, kernels[key], 0, graph.readers_of(key))
-        for key, runner in runners.items():
-            node = runner.node
+            running[key] = self.new_participant(key, node, kernels[key], 0, graph.readers_of(key))
+        for key, member in running.items():
+            node = member.node
             if node.inputs:
-                runner.inputs = [
-                    Channel(k, runner, self.edge_capacity(graph.nodes[k], node))
+                member.inputs = [
+                    self.open_channel(k, member, edge_capacity(graph.nodes[k], node, self.capacity))
                     for k in node.inputs
                 ]
             else:
-                runner.inputs = [runner.make_entry()]
-                self._entries[key] = runner.inputs[0]
-        for runner in runners.values():
-            for index, k in enumerate(runner.node.inputs):
-                runners[k].outputs.append(runner.inputs[index])
-        for runner in runners.values():
-            runner.start()
+                member.entry = self.open_channel(None, member, input_capacity(node, self.capacity))
+                member.inputs = [member.entry]
+                self.entries[key] = member.entry
+        for member in running.values():
+            for index, k in enumerate(member.node.inputs):
+                running[k].outputs.append(member.inputs[index])
+        for member in running.values():
+            member.start()
 
-    # -- data in ----------------------------------------------------------------
-
-    def _entry(self, key: Hashable) -> Channel:
-        if self._closing:
+    def entry(self, key: Hashable) -> Channel:
+        if self.closing:
             raise TopologyClosedError("the topology is closed; it takes no more data")
         try:
-            channel = self._entries.get(key)
+            channel = self.entries.get(key)
         except TypeError:
             check_key(key)
             raise
         if channel is None:
             check_key(key)
-            if key in self._runners:
-                inputs = self._runners[key].node.inputs
+            if key in self.running:
+                inputs = self.running[key].node.inputs
                 if not inputs:
                     raise NotAnEntryPointError(key, "a live change in progress is removing it")
                 raise NotAnEntryPointError(key, f"it is not an entry point (it reads {inputs!r})")
@@ -296,6 +301,118 @@ class Topology:
                 raise NotAnEntryPointError(key, "it is not running: no target reads from it")
             raise NotAnEntryPointError(key, "no such node in the running graph")
         return channel
+
+    # -- stopping ----------------------------------------------------------------
+
+    async def close(self, *, drain: bool, timeout: float | None) -> ShutdownReport:
+        if self.report is not None:
+            return self.report
+        when = self.changes.deadline(timeout)  # a bad timeout raises before anything changes
+        self.closing = True
+        for runner in self.runners():
+            runner.stop_producer()
+        for channel in self.entries.values():
+            channel.seal()
+        drained = False
+        if drain:
+            remaining = None if when is None else max(0.0, when - self.clock.now())
+            try:
+                await self.changes.drain(remaining)
+                drained = True
+            except TimeoutError:
+                pass
+        tasks = [r.task for r in self.runners() if r.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return self.finish(drained)
+
+    def abort(self) -> ShutdownReport:
+        """Stop at once without awaiting (the task group awaits the tasks)."""
+        if self.report is not None:
+            return self.report
+        self.closing = True
+        for runner in self.runners():
+            runner.stop_producer()
+            if runner.task is not None:
+                runner.task.cancel()
+        return self.finish(False)
+
+    def finish(self, drained: bool) -> ShutdownReport:
+        self.changes.abort()
+        undelivered: list[Datum] = []
+        for runner in self.runners():
+            held = runner.held()
+            for channel in self.input_channels(runner.key):
+                held.extend((m, False) for m in channel.close() if type(m) is Batch)
+            for batch, is_output in held:
+                if is_output:  # its route already ends at this node
+                    route = batch.route if batch.route is not None else runner._route(None)
+                else:
+                    route = runner._route(batch.route)
+                undelivered.extend(batch.data(route))
+        self.closed = True
+        self.report = ShutdownReport(drained, tuple(undelivered))
+        return self.report
+
+
+class Topology(metaclass=_NoPublicConstructor):
+    """A graph running on asyncio. Get one from :func:`run`.
+
+    Its attributes are read-only; change what runs with :meth:`apply`.
+    """
+
+    __slots__ = ("_core",)
+
+    def __init__(self, core: _Core) -> None:
+        self._core = core
+
+    @property
+    def graph(self) -> Graph:
+        """The graph it runs (the new one once a change has completed)."""
+        return self._core.graph
+
+    @property
+    def errors(self) -> DeadLetters:
+        """The dead-letter record of data whose processing failed."""
+        return self._core.errors
+
+    @property
+    def clock(self) -> Clock:
+        """The clock used for timers, timeouts and tracing."""
+        return self._core.clock
+
+    @property
+    def capacity(self) -> int:
+        """The default capacity of input channels, in items."""
+        return self._core.capacity
+
+    @property
+    def restart(self) -> RestartPolicy:
+        """The default restart policy."""
+        return self._core.restart
+
+    @property
+    def trace(self) -> bool:
+        """Whether per-hop timing is recorded."""
+        return self._core.trace
+
+    @property
+    def generation(self) -> int:
+        """How many changes have been started on this topology."""
+        return self._core.changes.generation
+
+    @property
+    def closed(self) -> bool:
+        """Whether the topology has stopped."""
+        return self._core.closed
+
+    @property
+    def closing(self) -> bool:
+        """Whether the topology is stopping (or has stopped): it takes no more data."""
+        return self._core.closing
+
+    # -- data in ----------------------------------------------------------------
 
     async def inject(self, key: Hashable, value: Any) -> None:
         """Send ``value`` into the entry point ``key``.
@@ -322,7 +439,7 @@ class Topology:
             [1]
         """
         values = [value]
-        await self._entry(key).put(Batch(values, values, None))
+        await self._core.entry(key).put(Batch(values, values, None))
 
     async def inject_many(self, key: Hashable, values: Iterable[Any]) -> int:
         """Send every value of ``values`` into the entry point ``key``, in batches.
@@ -339,7 +456,7 @@ class Topology:
             TopologyClosedError: As for :meth:`inject`; its ``accepted`` says how
                 many of the values went in before.
         """
-        channel = self._entry(key)
+        channel = self._core.entry(key)
         size = max(1, min(channel.capacity, DEFAULT_CAPACITY))
         sent = 0
         chunk: list[Any] = []
@@ -360,38 +477,10 @@ class Topology:
 
     # -- inspection -------------------------------------------------------------
 
-    @property
-    def generation(self) -> int:
-        """How many changes have been started on this topology."""
-        return self._generation
-
-    @property
-    def closed(self) -> bool:
-        """Whether the topology has stopped."""
-        return self._closed
-
-    @property
-    def closing(self) -> bool:
-        """Whether the topology is stopping (or has stopped): it takes no more data."""
-        return self._closing
-
     def statistics(self) -> dict[Hashable, NodeStatistics]:
         """Return per-node counters and input-channel depths (a copy, not live)."""
-        return {key: self._statistics_of(r) for key, r in self._runners.items()}
-
-    def _statistics_of(self, r: Runner) -> NodeStatistics:
-        return NodeStatistics(
-            key=r.key,
-            version=r.version,
-            received=r.received,
-            emitted=r.emitted,
-            filtered=r.filtered,
-            failed=r.failed,
-            restarts=r.restarts,
-            in_progress=r.holding,
-            input_depth=sum(c.size for c in r.all_inputs()),
-            input_capacity=self.capacity_for(r.node),
-        )
+        core = self._core
+        return {key: core.statistics_of(key) for key in core.running}
 
     def snapshot(self) -> Snapshot:
         """Return a consistent, frozen view of the running nodes.
@@ -400,13 +489,11 @@ class Topology:
         change still propagating, taken without awaiting (see
         :class:`~hotplumb.Snapshot`); render it with :func:`hotplumb.to_dot`.
         """
-        from hotplumb._inspect import take_snapshot
-
-        return take_snapshot(self)
+        return take_snapshot(self._core)
 
     def running_keys(self) -> frozenset[Hashable]:
         """The keys of the nodes running now (during a change, old and new)."""
-        return frozenset(self._runners)
+        return frozenset(self._core.running)
 
     # -- changes ----------------------------------------------------------------
 
@@ -422,63 +509,11 @@ class Topology:
         Raises:
             TimeoutError: The timeout passed first.
             TopologyClosedError: The topology is closed.
+            ValueError: ``timeout`` is negative or NaN.
         """
-        if self._closed:
+        if self._core.closed:
             raise TopologyClosedError("the topology is closed")
-        deadline = self._deadline(timeout)
-        await self._within(self._lock.acquire(), deadline)
-        try:
-            await self._within(self._settle(), deadline)
-            await self._within(self._flush(), deadline)
-        finally:
-            self._lock.release()
-
-    # One deadline bounds every wait of a drain or a change: for the lock (another
-    # change in progress), for a previous change still propagating, and for the
-    # barrier itself. A flush barrier abandoned by a timeout is harmless: it
-    # switches nothing and nobody waits for it.
-
-    def _deadline(self, timeout: float | None) -> float | None:
-        if timeout is None:
-            return None
-        if not timeout >= 0:  # also refuses NaN
-            raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
-        return self.clock.now() + timeout
-
-    async def _within(self, awaitable: Coroutine[Any, Any, Any], deadline: float | None) -> None:
-        if deadline is None:
-            await awaitable
-        else:
-            remaining = max(0.0, deadline - self.clock.now())
-            await run_with_timeout(self.clock, awaitable, remaining)
-
-    async def _settle(self) -> None:
-        """Wait for every barrier still in flight (a timed-out change or drain).
-
-        Only one barrier may travel at a time: a node aligns one at a time, and
-        a region is computed against the graph the last barrier left.
-        """
-        for barrier in list(self._in_flight):
-            await barrier.done.wait()
-            self._in_flight.discard(barrier)
-
-    async def _flush(self) -> None:
-        barrier = Barrier(self._generation, frozenset(self._runners), {})
-        self._in_flight.add(barrier)
-        for channel in self._entries.values():
-            channel.put_control(barrier)
-        await self._complete(barrier)
-
-    async def _complete(self, barrier: Barrier) -> None:
-        """Wait for ``barrier`` (already in flight) to pass every node of its region.
-
-        Raises:
-            TopologyClosedError: The topology stopped first.
-        """
-        await barrier.done.wait()
-        self._in_flight.discard(barrier)
-        if barrier.aborted:
-            raise TopologyClosedError("the topology stopped before the barrier passed every node")
+        await self._core.changes.drain(timeout)
 
     async def apply(self, graph: Graph, *, timeout: float | None = None) -> ApplyReport:
         """Change the running topology to ``graph`` while data flows.
@@ -487,7 +522,8 @@ class Topology:
         says; every datum is processed entirely by the old versions or entirely
         by the new ones; nothing is lost, duplicated or reordered; replaced
         nodes keep their state. Concurrent calls run one after another; a call
-        that changes nothing returns at once without touching any node.
+        that changes nothing returns at once without touching any node. The
+        protocol is described in ``docs/design.md``.
 
         Args:
             graph: The graph to run from now on.
@@ -503,186 +539,14 @@ class Topology:
                 in order), or the new graph's nodes could not be started
                 (nothing changed).
             TopologyClosedError: The topology is closed.
+            TypeError: ``graph`` is not a Graph.
+            ValueError: ``timeout`` is negative or NaN.
         """
         if not isinstance(graph, Graph):
             raise TypeError(f"apply() takes a hotplumb.Graph, got {type(graph).__name__}")
-        if self._closing:
+        if self._core.closing:
             raise TopologyClosedError("the topology is closed; it takes no more changes")
-        deadline = self._deadline(timeout)
-        try:
-            await self._within(self._lock.acquire(), deadline)
-        except TimeoutError:
-            raise ApplyError(f"another change held the topology past {timeout}s", "old") from None
-        try:
-            return await self._apply(graph, deadline, timeout)
-        finally:
-            self._lock.release()
-
-    async def _apply(
-        self, graph: Graph, deadline: float | None, timeout: float | None
-    ) -> ApplyReport:
-        try:
-            await self._within(self._settle(), deadline)
-        except TimeoutError:
-            raise ApplyError(f"an earlier change did not finish within {timeout}s", "old") from None
-        old = self.graph
-        changes = old.diff(graph)
-        if not changes:
-            self.graph = graph
-            return ApplyReport(changes, self._generation, 0, 0.0)
-        generation = self._generation + 1
-        kernels: dict[Hashable, Kernel] = {}
-        fresh: dict[Hashable, Runner] = {}
-        try:
-            for count, k in enumerate(changes.added | changes.replaced | changes.rewired, 1):
-                kernels[k] = build_kernel(k, graph.nodes[k])
-                if k in changes.added:  # its state factory runs here, so it may fail here
-                    node = graph.nodes[k]
-                    fresh[k] = Runner(self, k, node, kernels[k], generation, graph.readers_of(k))
-                if not count % 256:
-                    # A big change should not stall the data: nothing is
-                    # changed until the cut, and the lock keeps other changes out.
-                    await asyncio.sleep(0)
-        except Exception as exc:
-            raise ApplyError(f"the new graph cannot start: {exc}", "old") from exc
-        if self._closing:
-            raise TopologyClosedError("the topology closed before the change started")
-        self._generation = generation
-        barrier = self._launch(graph, changes, kernels, fresh)
-        began = time.perf_counter()
-        try:
-            await self._within(self._complete(barrier), deadline)
-        except TimeoutError:
-            pending = ", ".join(sorted(map(repr, barrier.pending))[:5])
-            raise ApplyError(
-                f"the change did not complete within {timeout}s (waiting for {pending})",
-                "switching",
-            ) from None
-        return ApplyReport(
-            changes,
-            barrier.generation,
-            len(barrier.region),
-            time.perf_counter() - began,
-            tuple(self._change_errors.pop(barrier.generation, ())),
-            MappingProxyType(self._removed_statistics.pop(barrier.generation, {})),
-        )
-
-    def _launch(
-        self,
-        graph: Graph,
-        changes: Changelist,
-        kernels: Mapping[Hashable, Kernel],
-        fresh: dict[Hashable, Runner],
-    ) -> Barrier:
-        """Prepare and start a change; return its barrier (in flight)."""
-        generation = self._generation
-        runners = self._runners
-        old = self.graph
-        switching = (changes.changed | changes.readers_changed) & runners.keys()
-        region = _ancestors(old, switching)
-
-        def runner_of(key: Hashable) -> Runner:
-            return fresh[key] if key in fresh else runners[key]
-
-        # New input channels, per node that is new or switches and still runs.
-        inputs: dict[Hashable, list[Channel]] = {}
-        new_entries: dict[Hashable, Channel] = {}
-        for key in fresh.keys() | (switching - changes.removed):
-            runner = runner_of(key)
-            node = graph.nodes[key]
-            if not node.inputs:
-                entry = runner.entry if key in runners and runner.entry is not None else None
-                if entry is None:
-                    entry = Channel(None, runner, self.capacity_for(node))
-                    if key in fresh:
-                        runner.entry = entry
-                else:
-                    entry.capacity = self.capacity_for(node)  # the new node's capacity
-                inputs[key] = [entry]
-                new_entries[key] = entry
-                continue
-            existing = {c.producer: c for c in runner.inputs} if key in runners else {}
-            inputs[key] = [
-                existing[u]
-                if u in existing and u not in fresh
-                else Channel(u, runner, self.edge_capacity(graph.nodes[u], node))
-                for u in node.inputs
-            ]
-            for channel in inputs[key]:  # kept channels take the new nodes' capacity
-                channel.capacity = self.edge_capacity(graph.nodes[channel.producer], node)
-
-        def channel_into(reader: Hashable, producer: Hashable) -> Channel:
-            if reader in inputs:
-                for c in inputs[reader]:
-                    if c.producer == producer:
-                        return c
-            for c in runners[reader].inputs:
-                if c.producer == producer:
-                    return c
-            raise AssertionError(f"no channel {producer!r} -> {reader!r}")  # pragma: no cover
-
-        plan: dict[Hashable, Switch] = {}
-        for key in switching:
-            if key in changes.removed:
-                plan[key] = Switch(None, generation)
-                continue
-            node = graph.nodes[key]
-            readers = graph.readers_of(key)
-            redefined = key in changes.replaced or key in changes.rewired
-            plan[key] = Switch(
-                node if redefined else runners[key].node,
-                generation if redefined else runners[key].version,
-                inputs[key],
-                [channel_into(r, key) for r in readers],
-                readers,
-                kernels[key] if redefined else runners[key].kernel,
-            )
-            runners[key].next_inputs = inputs[key]
-        for key, runner in fresh.items():
-            runner.inputs = inputs[key]
-            runner.outputs = [channel_into(r, key) for r in graph.readers_of(key)]
-
-        barrier = Barrier(generation, frozenset(region), plan)
-        barrier.on_ack = lambda key: self._acked(barrier, graph, changes)
-        self._pending = barrier
-        self._in_flight.add(barrier)
-
-        # Everything below runs without awaiting: it is the cut.
-        for key, runner in fresh.items():
-            runners[key] = runner
-        for key in changes.removed | changes.replaced | changes.rewired:
-            if key in self._entries and key in runners:
-                runners[key].stop_producer()
-        for key in list(self._entries):
-            if key in changes.removed or (key in graph.nodes and graph.nodes[key].inputs):
-                self._entries.pop(key).seal()
-        sources = [k for k in region if not runners[k].node.inputs]
-        for key in sources:
-            entry = runners[key].entry
-            assert entry is not None
-            entry.put_control(barrier)
-        self._entries.update(new_entries)
-        for runner in fresh.values():
-            runner.start()
-        if not barrier.pending:  # nothing running was affected: done already
-            self._acked(barrier, graph, changes)
-        return barrier
-
-    def _acked(self, barrier: Barrier, graph: Graph, changes: Changelist) -> None:
-        if barrier.pending:
-            return
-        final = self._removed_statistics.setdefault(barrier.generation, {})
-        for key in changes.removed:
-            runner = self._runners.pop(key, None)
-            if runner is not None:
-                runner.stopped = True
-                final[key] = self._statistics_of(runner)
-        self.graph = graph
-        if self._pending is barrier:
-            self._pending = None
-
-    def _note_change_error(self, barrier: Barrier, key: Hashable, exc: BaseException) -> None:
-        self._change_errors.setdefault(barrier.generation, []).append((key, exc))
+        return await self._core.changes.apply(graph, timeout)
 
     # -- stopping ---------------------------------------------------------------
 
@@ -700,86 +564,79 @@ class Topology:
 
         Returns:
             What was not delivered (nothing, after a complete drain).
+
+        Raises:
+            ValueError: ``timeout`` is negative or NaN (nothing is changed).
         """
-        if self._report is not None:
-            return self._report
-        self._closing = True
-        for runner in self._runners.values():
-            runner.stop_producer()
-        for channel in self._entries.values():
-            channel.seal()
-        drained = False
-        if drain:
-            deadline = self._deadline(timeout)
+        return await self._core.close(drain=drain, timeout=timeout)
+
+    def __repr__(self) -> str:
+        core = self._core
+        state = "closed" if core.closed else "closing" if core.closing else "running"
+        return (
+            f"<hotplumb.Topology {state}: {len(core.running)} nodes, "
+            f"generation {core.changes.generation}>"
+        )
+
+
+class _Run:
+    """The ``async with`` block of :func:`run` (a class, so it needs no async generator)."""
+
+    __slots__ = ("_core", "_graph", "_group", "_kernels", "_options")
+
+    def __init__(
+        self, graph: Graph, kernels: Mapping[Hashable, Kernel], options: dict[str, Any]
+    ) -> None:
+        self._graph = graph
+        self._kernels = kernels
+        self._options = options
+        self._group: asyncio.TaskGroup | None = None
+        self._core: _Core | None = None
+
+    async def __aenter__(self) -> Topology:
+        if self._group is not None:
+            raise RuntimeError("a hotplumb.run(...) block can be entered only once")
+        group = self._group = asyncio.TaskGroup()
+        await group.__aenter__()
+        try:
+            core = self._core = _Core(self._graph, group, **self._options)
+            core.start(self._kernels)
+        except BaseException as exc:
+            await group.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return Topology._create(core)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        group, core = self._group, self._core
+        assert group is not None
+        assert core is not None
+        body_failed = exc is not None
+        if exc is None:
             try:
-                await self._within(self._lock.acquire(), deadline)
-            except TimeoutError:
-                pass
-            else:
-                try:
-                    await self._within(self._settle(), deadline)
-                    await self._within(self._flush(), deadline)
-                    drained = True
-                except TimeoutError:
-                    pass
-                finally:
-                    self._lock.release()
-        tasks = [r.task for r in self._runners.values() if r.task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        return self._finish(drained)
-
-    def _abort(self) -> ShutdownReport:
-        """Stop at once without awaiting (the task group awaits the tasks)."""
-        if self._report is not None:
-            return self._report
-        self._closing = True
-        for runner in self._runners.values():
-            runner.stop_producer()
-            if runner.task is not None:
-                runner.task.cancel()
-        return self._finish(False)
-
-    def _finish(self, drained: bool) -> ShutdownReport:
-        for barrier in list(self._in_flight):
-            barrier.abort()  # nobody is left to pass it on
-        undelivered: list[Datum] = []
-        for runner in self._runners.values():
-            held = runner.held()
-            for channel in runner.all_inputs():
-                held.extend((m, False) for m in channel.close() if type(m) is Batch)
-            for batch, is_output in held:
-                if is_output:  # its route already ends at this node
-                    route = batch.route if batch.route is not None else runner.root
-                else:
-                    route = (
-                        batch.route.child(runner.key) if batch.route is not None else runner.root
-                    )
-                parents = batch.parents or [()] * len(batch.values)
-                undelivered.extend(
-                    Datum(v, o, route, None, p)
-                    for v, o, p in zip(batch.values, batch.origins, parents, strict=True)
-                )
-        self._closed = True
-        self._report = ShutdownReport(drained, tuple(undelivered))
-        return self._report
+                await core.close(drain=True, timeout=None)
+            except BaseException as close_error:
+                core.abort()
+                exc_type, exc, tb = type(close_error), close_error, close_error.__traceback__
+        else:
+            core.abort()
+        try:
+            await group.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as errors:
+            if exc is not None and list(errors.exceptions) == [exc]:
+                if body_failed:
+                    return  # the body's own exception propagates as it is
+                raise exc from None
+            raise
+        if exc is not None and not body_failed:
+            raise exc
 
 
-def _ancestors(graph: Graph, keys: Iterable[Hashable]) -> set[Hashable]:
-    seen = set(keys)
-    stack = list(seen)
-    while stack:
-        key = stack.pop()
-        for parent in graph.inputs_of(key):
-            if parent not in seen:
-                seen.add(parent)
-                stack.append(parent)
-    return seen
-
-
-@asynccontextmanager
-async def run(
+def run(
     graph: Graph,
     *,
     capacity: int = DEFAULT_CAPACITY,
@@ -787,7 +644,7 @@ async def run(
     restart: RestartPolicy | None = None,
     trace: bool = False,
     max_errors: int = 10_000,
-) -> AsyncIterator[Topology]:
+) -> AbstractAsyncContextManager[Topology]:
     """Run ``graph`` on asyncio for the duration of an ``async with`` block.
 
     Leaving the block drains everything in flight, then stops every task. If
@@ -826,32 +683,49 @@ async def run(
         >>> asyncio.run(main())
         (42, ('numbers', 'plus1', 'out'))
     """
+    return _open(
+        graph,
+        capacity=capacity,
+        clock=clock,
+        restart=restart,
+        trace=trace,
+        max_errors=max_errors,
+        aligner=Aligner,
+    )
+
+
+def _open(
+    graph: Graph,
+    *,
+    capacity: int,
+    clock: Clock | None,
+    restart: RestartPolicy | None,
+    trace: bool,
+    max_errors: int,
+    aligner: Callable[[], Aligner],
+) -> _Run:
+    """:func:`run`, with the alignment strategy as a seam for the protocol's tests."""
     if not isinstance(graph, Graph):
         raise TypeError(f"run() takes a hotplumb.Graph, got {type(graph).__name__}")
-    if capacity < 1:
-        raise ValueError(f"capacity must be at least 1, got {capacity}")
-    kernels = {k: build_kernel(k, n) for k, n in graph.nodes.items()}
-    body_error: BaseException | None = None
-    try:
-        async with asyncio.TaskGroup() as task_group:
-            topology = Topology(
-                graph,
-                task_group,
-                capacity=capacity,
-                clock=clock if clock is not None else SystemClock(),
-                restart=restart if restart is not None else RestartPolicy(),
-                trace=trace,
-                max_errors=max_errors,
-            )
-            topology._start(kernels)
-            try:
-                yield topology
-            except BaseException as exc:
-                body_error = exc
-                topology._abort()
-                raise
-            await topology.close(drain=True)
-    except BaseExceptionGroup as group:
-        if body_error is not None and list(group.exceptions) == [body_error]:
-            raise body_error from None
-        raise
+    if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+        raise ValueError(f"capacity must be an int >= 1, got {capacity!r}")
+    if clock is not None and not isinstance(clock, Clock):
+        raise TypeError(f"clock must be a hotplumb.Clock (now, sleep_until), got {clock!r}")
+    if restart is not None and not isinstance(restart, RestartPolicy):
+        raise TypeError(f"restart must be a hotplumb.RestartPolicy, got {restart!r}")
+    if isinstance(max_errors, bool) or not isinstance(max_errors, int) or max_errors < 0:
+        raise ValueError(f"max_errors must be an int >= 0, got {max_errors!r}")
+    # Every node's callables are checked before anything starts.
+    kernels = {key: build_kernel(key, node) for key, node in graph.nodes.items()}
+    return _Run(
+        graph,
+        kernels,
+        {
+            "capacity": capacity,
+            "clock": clock if clock is not None else SystemClock(),
+            "restart": restart if restart is not None else RestartPolicy(),
+            "trace": bool(trace),
+            "max_errors": max_errors,
+            "aligner": aligner,
+        },
+    )

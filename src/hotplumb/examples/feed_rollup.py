@@ -37,7 +37,7 @@ from hotplumb._clock import Clock, SystemClock
 from hotplumb._graph import Graph
 from hotplumb._keys import Key, format_key, key
 from hotplumb._node import Node, sink, source
-from hotplumb._runtime import NodeStatistics, Topology, run
+from hotplumb._runtime import Topology, run
 from hotplumb._time import Window, rollup, timer
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from hotplumb._context import Context
     from hotplumb._datum import Datum
     from hotplumb._graph import Factory
+    from hotplumb._snapshot import NodeStatistics
 
 __all__ = [
     "ALICE",
