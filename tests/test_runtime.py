@@ -172,14 +172,27 @@ async def test_provenance_routes_are_shared_not_copied() -> None:
 
 
 async def test_tracing_records_every_hop() -> None:
-    graph, received = linear(lambda x: x + 1, lambda x: x * 2)
-    async with hp.run(graph, trace=True) as topo:
+    clock = FakeClock(start=10.0)
+
+    def taking(seconds: float, fn: Any) -> Any:
+        def stage(x: int) -> int:
+            clock.jump(seconds)  # the call "takes" this long
+            return int(fn(x))
+
+        return stage
+
+    graph, received = linear(taking(0.25, lambda x: x + 1), taking(0.5, lambda x: x * 2))
+    async with hp.run(graph, trace=True, clock=clock) as topo:
         await topo.inject("numbers", 1)
         await topo.drain()
+    assert received[0].value == 4
     trace = received[0].trace
     assert trace is not None
-    assert [h.key for h in trace.hops()] == ["numbers", "s0", "s1"]
-    assert all(h.end >= h.start for h in trace.hops())
+    assert [(h.key, h.start, h.end) for h in trace.hops()] == [
+        ("numbers", 10.0, 10.0),
+        ("s0", 10.0, 10.25),
+        ("s1", 10.25, 10.75),
+    ]
 
 
 # -- errors -----------------------------------------------------------------------
