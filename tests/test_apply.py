@@ -377,8 +377,7 @@ async def test_apply_completes_under_full_backpressure() -> None:
         change = asyncio.create_task(
             topo.apply(topo.graph.add_node("a", hp.Node(lambda x: ("new", x), inputs=["in"])))
         )
-        for _ in range(20):
-            await asyncio.sleep(0)
+        await wait_all_tasks_blocked()
         assert not change.done()  # the barrier waits behind the data, it does not jump it
         gate.set()
         await asyncio.wait_for(change, 5)
