@@ -404,6 +404,7 @@ def test_removing_what_is_not_provided() -> None:
 # -- scale ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_chain_100_000_deep_resolves_and_collects() -> None:
     factory = CountingFactory(chain_factory)
     graph = Graph({"out": Node(inputs=[0], target=True)}, factory)
@@ -591,6 +592,7 @@ def test_changelist_validation_and_apply_errors() -> None:
 # -- properties ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @given(graph_specs(partial=True, acyclic=False))
 def test_fresh_resolution_matches_the_reference(spec: GraphSpec) -> None:
     expected = reference_nodes(spec)
@@ -602,6 +604,7 @@ def test_fresh_resolution_matches_the_reference(spec: GraphSpec) -> None:
         check(graph)
 
 
+@pytest.mark.slow
 @given(
     graph_specs(partial=True, acyclic=False),
     st.lists(edits(partial=True, acyclic=False), max_size=12),
@@ -635,6 +638,7 @@ def test_edited_equals_fresh(spec: GraphSpec, steps: list[Edit]) -> None:
         assert graph.diff(old) == reference_diff(graph, old)
 
 
+@pytest.mark.slow
 @given(
     graphs(), st.lists(edits(), min_size=1, max_size=8), st.lists(edits(), min_size=1, max_size=8)
 )
@@ -655,6 +659,7 @@ def test_diff_between_siblings_is_exact(graph: Graph, left: list[Edit], right: l
     assert a.diff(b) == a._compare(b, a.nodes.keys() | b.nodes.keys())
 
 
+@pytest.mark.slow
 @given(graphs(), graphs())
 def test_diff_applied_yields_the_second_graph(a: Graph, b: Graph) -> None:
     change = a.diff(b)
@@ -667,6 +672,7 @@ def test_diff_applied_yields_the_second_graph(a: Graph, b: Graph) -> None:
     assert change.nodes.keys() == change.added | change.replaced | change.rewired
 
 
+@pytest.mark.slow
 @given(graphs())
 def test_diff_with_itself_is_empty(graph: Graph) -> None:
     assert not graph.diff(graph)
@@ -677,6 +683,7 @@ def test_diff_with_itself_is_empty(graph: Graph) -> None:
     assert not graph.with_factory(graph.factory).diff(graph)
 
 
+@pytest.mark.slow
 @given(graphs(), st.sampled_from(TOTAL_FACTORIES))
 def test_with_factory_equals_fresh(graph: Graph, factory: Any) -> None:
     swapped = graph.with_factory(factory)
