@@ -5,6 +5,7 @@ Usage::
     python bench/bench_apply.py                 # everything, about 70 s on 2 cores
     python bench/bench_apply.py --quick         # a smoke run in seconds
     python bench/bench_apply.py --repeat 7 --rate 1500 --profile
+    python bench/bench_apply.py --quick --rate 1500 --json   # one JSON line, for a script
 
 The topology: 10 entry points, each feeding a chain of 98 plain-function stages
 (14 blocks of three ``x + 1`` stages and a diamond: a split, two branches that
@@ -29,6 +30,10 @@ deliveries in a window around it, compared with the same window of the
 baseline. After the run the feeder stops, the topology drains, and every sink
 must have received exactly what its entry point was sent, each datum once and
 with the value the chain computes; a run that does not is an error.
+
+``--json`` makes the live changes only (no restarts) and prints, instead of
+the report, one JSON line with their medians (see :func:`json_report`);
+``compare.py`` reads it to compare two revisions of hotplumb.
 """
 
 from __future__ import annotations
@@ -41,7 +46,9 @@ import dataclasses
 import gc
 import heapq
 import itertools
+import json
 import os
+import platform
 import pstats
 import statistics
 import sys
@@ -352,6 +359,8 @@ class Settings:
     timeout: float
     profile: bool
     quick: bool
+    restarts: bool = True
+    """Also make each change the naive way, for comparison (not with ``--json``)."""
 
 
 async def live_run(change: Change, settings: Settings) -> Run:
@@ -719,7 +728,8 @@ def measure(settings: Settings) -> tuple[dict[Key, list[Run]], dict[Key, list[st
     results: dict[Key, list[Run]] = {}
     failures: dict[Key, list[str]] = {}
     plan: list[tuple[Change, str]] = [(c, "apply") for c in settings.changes]
-    plan += [(c, "restart") for c in settings.changes if c.id != BASELINE]
+    if settings.restarts:
+        plan += [(c, "restart") for c in settings.changes if c.id != BASELINE]
     # Round-robin over the changes, so that drift in the machine's speed hits them alike.
     for rep in range(settings.repeat):
         for change, how in plan:
@@ -738,6 +748,46 @@ def measure(settings: Settings) -> tuple[dict[Key, list[Run]], dict[Key, list[st
             results.setdefault(key, []).append(run)
     progress("")
     return results, failures
+
+
+JSON_FIGURES: Final = (("apply", "wall"), ("switch", "switch"), ("pause", "pause"))
+"""What ``--json`` reports of each live change: (name, :class:`Run` attribute)."""
+
+
+def json_report(
+    results: dict[Key, list[Run]], failures: dict[Key, list[str]], settings: Settings
+) -> str:
+    """The ``--json`` line: where hotplumb came from, the load, and each live change's medians.
+
+    ``{"bench": "bench_apply", "hotplumb": <package directory>, "python": <version>,
+    "rate": <values/s>, "results": {"<change>: <figure>": {"title", "metric": "ms",
+    "value": <median>, "runs": [...]} or {"title", "metric", "error": <message>}}}``,
+    with figures ``apply`` (the awaited call), ``switch`` (the barrier's journey) and
+    ``pause`` (the largest gap between deliveries around the change).
+    """
+    import hotplumb
+
+    found: dict[str, dict[str, Any]] = {}
+    for change in settings.changes:
+        runs = results.get((change.id, "apply"), [])
+        errors = failures.get((change.id, "apply"), [])
+        for figure, attr in JSON_FIGURES:
+            entry: dict[str, Any] = {"title": f"{change.label}: {figure}", "metric": "ms"}
+            if errors or not runs:
+                entry["error"] = errors[0] if errors else "error: did not run"
+            else:
+                values = [getattr(r, attr) * 1e3 for r in runs]
+                entry.update(value=statistics.median(values), runs=values)
+            found[f"{change.id}: {figure}"] = entry
+    return json.dumps(
+        {
+            "bench": "bench_apply",
+            "hotplumb": os.path.dirname(hotplumb.__file__ or "?"),
+            "python": platform.python_version(),
+            "rate": settings.rate,
+            "results": found,
+        }
+    )
 
 
 def csv(text: str) -> tuple[str, ...]:
@@ -769,6 +819,11 @@ def parse(argv: Sequence[str] | None) -> Settings:
         "--profile", action="store_true", help="also profile one factory swap with cProfile"
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds allowed per run")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="make the live changes only and print one JSON line of their medians",
+    )
     args = parser.parse_args(argv)
     known = {c.id for c in CHANGES}
     unknown = [c for c in args.only if c not in known]
@@ -783,14 +838,23 @@ def parse(argv: Sequence[str] | None) -> Settings:
         window=args.window or (0.3 if quick else 1.0),
         changes=tuple(c for c in CHANGES if c.id in wanted),
         timeout=args.timeout,
-        profile=args.profile,
+        profile=args.profile and not args.json,
         quick=quick,
+        restarts=not args.json,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse(argv)
     status = hotplumb_status()
+    if not settings.restarts:  # --json
+        if status.startswith("not importable"):
+            raise SystemExit(f"hotplumb is {status}")
+        if not settings.rate:
+            most = in_fresh_loop(lambda: capacity(0.5 if settings.quick else 1.0), 60)
+            settings = dataclasses.replace(settings, rate=max(round(most * LOAD, -2), 100.0))
+        print(json_report(*measure(settings), settings))
+        return 0
     print("# hotplumb live-change benchmark\n")
     print("\n".join(environment()))
     print(f"- hotplumb: {status}")

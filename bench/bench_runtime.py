@@ -5,6 +5,7 @@ Usage::
     python bench/bench_runtime.py                  # everything, about three minutes on 2 cores
     python bench/bench_runtime.py --quick          # a smoke run in seconds
     python bench/bench_runtime.py --only W1,M1 --repeat 7 --items 100000
+    python bench/bench_runtime.py --contestants hotplumb --only W1,W2 --json   # for a script
 
 Sections (``--only`` takes their ids):
 
@@ -21,6 +22,10 @@ Sections (``--only`` takes their ids):
   small channel capacity against unbounded and bounded queue pipelines.
 
 The memory sections run each measurement in a fresh child process.
+
+``--json`` prints, instead of the report, one JSON line with hotplumb's result
+in each throughput workload run (see :func:`json_report`); ``compare.py`` reads
+it to compare two revisions of hotplumb.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import functools
 import gc
 import importlib.util
 import json
+import platform
 import sys
 import time
 import tracemalloc
@@ -118,6 +124,7 @@ class Settings:
     capacity: int
     timeout: float
     budget: float
+    json: bool = False
 
 
 def hotplumb_status() -> str:
@@ -226,6 +233,44 @@ def _section(title: str, about: str, table: str, notes: Footnotes) -> str:
     if notes.notes:
         parts.append(notes.render())
     return "\n\n".join(parts) + "\n"
+
+
+def json_result(
+    workload: Workload, items: int, results: dict[str, Measurement | Failure]
+) -> dict[str, Any]:
+    """The result of hotplumb on ``workload``, for :func:`json_report`."""
+    result = results.get(REFERENCE, Failure("error: did not run"))
+    entry: dict[str, Any] = {
+        "title": f"{workload.id} {workload.name}",
+        "metric": "ns/hop",
+        "items": items,
+    }
+    if isinstance(result, Failure):
+        entry["error"] = result.message
+        return entry
+    per_hop = [s / (items * workload.hops) * 1e9 for s in result.seconds]
+    entry.update(value=result.median / (items * workload.hops) * 1e9, runs=per_hop)
+    return entry
+
+
+def json_report(results: dict[str, dict[str, Any]]) -> str:
+    """The ``--json`` line: where hotplumb came from, and its result per workload.
+
+    ``{"bench": "bench_runtime", "hotplumb": <package directory>, "python": <version>,
+    "results": {<workload id>: {"title", "metric": "ns/hop", "items", "value": <median>,
+    "runs": [...]} or {"title", "metric", "items", "error": <message>}}}``
+    """
+    import hotplumb
+
+    where = str(Path(hotplumb.__file__ or "?").parent)
+    return json.dumps(
+        {
+            "bench": "bench_runtime",
+            "hotplumb": where,
+            "python": platform.python_version(),
+            "results": results,
+        }
+    )
 
 
 # -- M1: idle memory ------------------------------------------------------------------------------
@@ -547,6 +592,11 @@ def parse(argv: Sequence[str] | None) -> tuple[Settings, str | None]:
         " fewer repetitions (but at least 3)",
     )
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per run")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print only one JSON line: hotplumb's ns/hop in each throughput workload",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     unknown = [s for s in args.only if s not in SECTIONS]
@@ -569,6 +619,7 @@ def parse(argv: Sequence[str] | None) -> tuple[Settings, str | None]:
         capacity=args.capacity,
         timeout=args.timeout,
         budget=args.budget,
+        json=args.json,
     )
     return settings, args.child
 
@@ -579,6 +630,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = hotplumb_status()
     if child_spec:
         return child(child_spec, settings)
+    if settings.json:
+        if status.startswith("not importable"):
+            raise SystemExit(f"hotplumb is {status}")
+        found: dict[str, dict[str, Any]] = {}
+        for workload in WORKLOADS:
+            if workload.id in settings.sections:
+                items = settings.items or (
+                    workload.quick_items if settings.quick else workload.items
+                )
+                found[workload.id] = json_result(
+                    workload, items, run_workload(workload, items, settings)
+                )
+        print(json_report(found))
+        return 0
 
     peers = ", ".join(f"{p} {package_version(p)}" for p in ("streamz", "reactivex", "aiostream"))
     print("# hotplumb runtime benchmark\n")

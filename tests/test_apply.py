@@ -219,13 +219,13 @@ async def test_a_migration_hook_converts_the_state() -> None:
     assert [d.value for d in got] == [1, 3, 6, (10, 1)]
 
 
-def counting_graph() -> hp.Graph:
-    """In -> agg (a running count from 0) -> out."""
+def counting_graph(got: list[hp.Datum]) -> hp.Graph:
+    """In -> agg (a running count from 0) -> out, which appends to ``got``."""
     return hp.Graph(
         {
             "in": hp.Node(),
             "agg": hp.Node(counter(1), inputs=["in"], state=lambda: 0),
-            "out": hp.sink(lambda d: None, inputs=["agg"]),
+            "out": hp.sink(got.append, inputs=["agg"]),
         }
     )
 
@@ -234,13 +234,20 @@ async def test_a_failing_migration_starts_fresh_and_says_so() -> None:
     def boom(state: Any) -> Any:
         raise ValueError("cannot migrate")
 
-    graph = counting_graph()
-    async with hp.run(graph) as topo:
+    got: list[hp.Datum] = []
+    async with hp.run(counting_graph(got)) as topo:
+        await topo.inject_many("in", ["a", "b", "c"])
+        await topo.drain()
         new = hp.Node(counter(2), inputs=["in"], state=lambda: 100, migrate=boom)
         report = await topo.apply(topo.graph.add_node("agg", new))
+        await topo.inject("in", "d")
+        await topo.drain()
     ((key, error),) = report.errors
     assert key == "agg"
     assert isinstance(error, ValueError)
+    assert "cannot migrate" in str(error)
+    # The old count (3) is dropped: the new version starts from its own initial state.
+    assert [d.value for d in got] == [("a", 1), ("b", 2), ("c", 3), ("d", 102)]
 
 
 # 6. errored and dead nodes ------------------------------------------------------------
@@ -365,8 +372,7 @@ async def test_apply_completes_under_full_backpressure() -> None:
         change = asyncio.create_task(
             topo.apply(topo.graph.add_node("a", hp.Node(lambda x: ("new", x), inputs=["in"])))
         )
-        for _ in range(20):
-            await asyncio.sleep(0)
+        await wait_all_tasks_blocked()
         assert not change.done()  # the barrier waits behind the data, it does not jump it
         gate.set()
         await asyncio.wait_for(change, 5)
@@ -630,8 +636,8 @@ async def test_state_factories_that_fail_during_a_change_are_reported_not_fatal(
     def boom(state: Any) -> Any:
         raise ValueError("cannot migrate")
 
-    graph = counting_graph()
-    async with hp.run(graph) as topo:
+    got: list[hp.Datum] = []
+    async with hp.run(counting_graph(got)) as topo:
         # A replacement whose migration and then state factory both fail: it runs from None.
         new = hp.Node(counter(2), inputs=["in"], state=broken, migrate=boom)
         report = await topo.apply(topo.graph.add_node("agg", new))
@@ -644,6 +650,14 @@ async def test_state_factories_that_fail_during_a_change_are_reported_not_fatal(
             )
         assert topo.generation == 1
         assert "x" not in topo.running_keys()
+        await topo.inject("in", "a")
+        await topo.drain()
+    # The replacement's state is None, so its count fails on the first datum.
+    assert got == []
+    (failed,) = topo.errors
+    assert failed.error is not None
+    assert isinstance(failed.error.exception, TypeError)
+    assert "NoneType" in str(failed.error.exception)
 
 
 async def test_a_replaced_entry_point_takes_its_new_capacity() -> None:

@@ -12,6 +12,7 @@ import asyncio
 import random
 from dataclasses import replace
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -128,6 +129,7 @@ async def scenario(plans: list[Plan], items: int, capacity: int, seed: int) -> l
     return check(plans, log)
 
 
+@pytest.mark.slow
 @given(
     start=plan_strategy(),
     seed=st.integers(0, 2**32 - 1),

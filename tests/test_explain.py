@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import hotplumb as hp
 from hotplumb._explain import explain, explain_dead_letters, format_error
+from hotplumb.testing import FakeClock
 
 if TYPE_CHECKING:
     from collections.abc import Hashable
@@ -160,14 +161,22 @@ def test_many_parents_are_summarised() -> None:
 
 
 async def test_tracing_adds_time_per_hop() -> None:
-    graph, received = linear(lambda x: x + 1)
-    async with hp.run(graph, trace=True) as topo:
+    clock = FakeClock()
+
+    def plus1(x: int) -> int:
+        clock.jump(0.25)  # the call "takes" this long
+        return x + 1
+
+    graph, received = linear(plus1)
+    async with hp.run(graph, trace=True, clock=clock) as topo:
         await topo.inject("numbers", 1)
         await asyncio.wait_for(topo.drain(), 5)
     lines = received[0].explain().splitlines()
-    assert lines[1].startswith("  from       numbers  ")
-    assert lines[1].endswith("us")
-    assert lines[2].startswith("  through    s0  ")
+    assert lines[1:4] == [
+        "  from       numbers  0us",
+        "  through    s0  250000us",
+        "  at         out",
+    ]
 
 
 async def test_dead_letters_print_counts_then_the_latest_in_full() -> None:

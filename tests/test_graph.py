@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import doctest
 import runpy
-import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import pytest
 from hypothesis import given
@@ -46,12 +46,13 @@ from tests.strategies import (
 from tests.strategies import assert_consistent as check
 
 if TYPE_CHECKING:
-    from collections.abc import Hashable
+    from collections.abc import Callable, Hashable
     from collections.abc import Set as AbstractSet
 
     from hotplumb._graph import Factory
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 WINDOW = 10_000
 FOO = key(subscription="source/foo", rollup_window=WINDOW)
 BAR = key(subscription="source/bar", rollup_window=WINDOW)
@@ -403,6 +404,7 @@ def test_removing_what_is_not_provided() -> None:
 # -- scale ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_chain_100_000_deep_resolves_and_collects() -> None:
     factory = CountingFactory(chain_factory)
     graph = Graph({"out": Node(inputs=[0], target=True)}, factory)
@@ -430,41 +432,98 @@ def test_a_chain_100_000_deep_resolves_and_collects() -> None:
         Graph({"out": Node(inputs=[0], target=True)}, step_modulo(100_000))
 
 
+class Hashed(int):
+    """An int key that counts every hash of it, that is every dict or set operation on it.
+
+    Copying a dict or a set reuses the stored hashes, so the count measures the
+    work an edit does key by key, whatever the machine's load; the O(n) copying
+    an edit is allowed does not show in it.
+    """
+
+    __slots__ = ()
+    count: ClassVar[int] = 0
+
+    def __hash__(self) -> int:
+        Hashed.count += 1
+        return int.__hash__(self)
+
+
+@dataclass(frozen=True)
+class HashedChain:
+    """Key ``k`` reads ``k + 1`` up to ``length``, an entry point; all keys are Hashed."""
+
+    length: int
+
+    def __call__(self, k: Hashable) -> Node | None:
+        if isinstance(k, int) and 0 <= k < self.length:
+            return Node(inputs=(Hashed(k + 1),))
+        return Node() if k == self.length or isinstance(k, str) else None
+
+
+def hashes(edit: Callable[[], T]) -> tuple[T, int]:
+    """``edit()``'s result and how many times it hashed a Hashed key."""
+    Hashed.count = 0
+    result = edit()
+    return result, Hashed.count
+
+
 def test_edits_are_incremental() -> None:
-    factory = CountingFactory(chain_factory)
-    graph = Graph({"out": Node(inputs=[0], target=True)}, factory)
+    factory = CountingFactory(HashedChain(10_000))
+    graph, full = hashes(lambda: Graph({"out": Node(inputs=[Hashed(0)], target=True)}, factory))
+    per_key = full / len(graph)
+    assert per_key >= 1  # every key is hashed when the graph is built: the count sees the work
     factory.calls.clear()
-    start = time.perf_counter()
-    # A new target reading deep into the chain: no factory calls, few keys touched.
-    more = graph.add_node("more", Node(inputs=[50_000], target=True))
+    # A new target reading deep into the chain: no factory calls, a few keys touched.
+    more, work = hashes(lambda: graph.add_node("more", Node(inputs=[Hashed(5_000)], target=True)))
+    assert work < 100
     assert factory.calls == []
-    assert graph.diff(more) == Changelist(
+    change, work = hashes(lambda: graph.diff(more))
+    assert work < 100
+    assert change == Changelist(
         added=frozenset({"more"}),
-        readers_changed=frozenset({50_000}),
+        readers_changed=frozenset({5_000}),
         nodes={"more": more.nodes["more"]},
     )
     assert len(more._lineage[0][1]) <= 2
     # Replace a node in the middle: its old input chain stays (another target needs it).
-    replaced = more.add_node(70_000, Node(negate_, inputs=[70_001]))
+    # (How much work this does: see the test after this one.)
+    replaced = more.add_node(Hashed(7_000), Node(negate_, inputs=[Hashed(7_001)]))
     assert factory.calls == []
     change = more.diff(replaced)
-    assert change.replaced == {70_000}
+    assert change.replaced == {7_000}
     assert not change.added
     assert not change.removed
-    # Removing the first target collects the top of the chain only.
-    less = replaced.remove_node("out")
+    # Removing the first target collects the top of the chain: work in proportion to it.
+    less, work = hashes(lambda: replaced.remove_node("out"))
     assert factory.calls == []
-    assert more.diff(less).removed == {"out", *range(50_000)}
+    change, diff_work = hashes(lambda: replaced.diff(less))
+    assert change.removed == {"out", *range(5_000)}
+    assert work + diff_work <= 2 * per_key * len(change.removed)
     # A node below the new target gets a new input: only the new key is made.
-    rewired = less.add_node(99_999, Node(inputs=[100_000, "extra"]))
+    rewired, work = hashes(lambda: less.add_node(Hashed(9_999), Node(inputs=[10_000, "extra"])))
+    assert work < 100
     assert factory.calls == ["extra"]
-    assert less.diff(rewired) == Changelist(
+    change, work = hashes(lambda: less.diff(rewired))
+    assert work < 100
+    assert change == Changelist(
         added=frozenset({"extra"}),
-        rewired=frozenset({99_999}),
-        nodes={99_999: rewired.nodes[99_999], "extra": rewired.nodes["extra"]},
+        rewired=frozenset({9_999}),
+        nodes={9_999: rewired.nodes[9_999], "extra": rewired.nodes["extra"]},
     )
-    elapsed = time.perf_counter() - start
-    assert elapsed < 2.0, elapsed  # a full resolution takes longer than all of these together
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="an edit collects a replaced node's inputs before resolving it again, "
+    "so it re-resolves the whole chain below it, and the diff then compares everything",
+)
+def test_replacing_a_node_with_the_same_inputs_does_not_walk_what_it_reads() -> None:
+    graph = Graph({"out": Node(inputs=[Hashed(0)], target=True)}, HashedChain(1_000))
+    replaced, work = hashes(lambda: graph.add_node(Hashed(10), Node(negate_, inputs=[Hashed(11)])))
+    change, diff_work = hashes(lambda: graph.diff(replaced))
+    assert change == Changelist(replaced=frozenset({10}), nodes={10: replaced.nodes[10]})
+    assert work < 100
+    assert diff_work < 100
 
 
 def negate_(value: Any) -> Any:
@@ -533,6 +592,7 @@ def test_changelist_validation_and_apply_errors() -> None:
 # -- properties ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @given(graph_specs(partial=True, acyclic=False))
 def test_fresh_resolution_matches_the_reference(spec: GraphSpec) -> None:
     expected = reference_nodes(spec)
@@ -544,6 +604,7 @@ def test_fresh_resolution_matches_the_reference(spec: GraphSpec) -> None:
         check(graph)
 
 
+@pytest.mark.slow
 @given(
     graph_specs(partial=True, acyclic=False),
     st.lists(edits(partial=True, acyclic=False), max_size=12),
@@ -577,6 +638,7 @@ def test_edited_equals_fresh(spec: GraphSpec, steps: list[Edit]) -> None:
         assert graph.diff(old) == reference_diff(graph, old)
 
 
+@pytest.mark.slow
 @given(
     graphs(), st.lists(edits(), min_size=1, max_size=8), st.lists(edits(), min_size=1, max_size=8)
 )
@@ -597,6 +659,7 @@ def test_diff_between_siblings_is_exact(graph: Graph, left: list[Edit], right: l
     assert a.diff(b) == a._compare(b, a.nodes.keys() | b.nodes.keys())
 
 
+@pytest.mark.slow
 @given(graphs(), graphs())
 def test_diff_applied_yields_the_second_graph(a: Graph, b: Graph) -> None:
     change = a.diff(b)
@@ -609,6 +672,7 @@ def test_diff_applied_yields_the_second_graph(a: Graph, b: Graph) -> None:
     assert change.nodes.keys() == change.added | change.replaced | change.rewired
 
 
+@pytest.mark.slow
 @given(graphs())
 def test_diff_with_itself_is_empty(graph: Graph) -> None:
     assert not graph.diff(graph)
@@ -619,6 +683,7 @@ def test_diff_with_itself_is_empty(graph: Graph) -> None:
     assert not graph.with_factory(graph.factory).diff(graph)
 
 
+@pytest.mark.slow
 @given(graphs(), st.sampled_from(TOTAL_FACTORIES))
 def test_with_factory_equals_fresh(graph: Graph, factory: Any) -> None:
     swapped = graph.with_factory(factory)

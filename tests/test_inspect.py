@@ -11,7 +11,7 @@ import pytest
 
 import hotplumb as hp
 from hotplumb._snapshot import graph_snapshot
-from hotplumb.testing import wait_until
+from hotplumb.testing import FakeClock, wait_until
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Hashable
@@ -124,7 +124,8 @@ async def test_snapshot_under_load_adds_up() -> None:
             "out": hp.sink(held, inputs=["f"]),
         }
     )
-    async with hp.run(graph, capacity=capacity) as topo:
+    clock = FakeClock(start=5.0)
+    async with hp.run(graph, capacity=capacity, clock=clock) as topo:
         injecting = asyncio.create_task(topo.inject_many("in", range(30)))
         await asyncio.wait_for(entered.wait(), 5)
 
@@ -171,6 +172,7 @@ async def test_snapshot_under_load_adds_up() -> None:
         gate.set()
         await asyncio.wait_for(injecting, 5)
         await asyncio.wait_for(topo.drain(), 5)
+        clock.jump(2.0)
         final = topo.snapshot()
     c_out = final["out"].counters
     c_f = final["f"].counters
@@ -179,9 +181,7 @@ async def test_snapshot_under_load_adds_up() -> None:
     assert c_f.failed == 10
     assert c_out.emitted == 20
     assert all(n.input_depth == 0 and n.counters and n.counters.in_progress == 0 for n in final)
-    assert final.time is not None
-    assert snap.time is not None
-    assert final.time >= snap.time
+    assert (snap.time, final.time) == (5.0, 7.0)  # the topology clock's time when taken
 
 
 async def test_snapshot_shows_versions_state_and_json() -> None:

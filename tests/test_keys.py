@@ -36,6 +36,7 @@ def test_key_equality_and_hash_ignore_order() -> None:
     assert a != {"subscriptions": frozenset({"source/foo", "source/bar"}), "rollup_window": 10_000}
 
 
+@pytest.mark.slow
 @given(key_fields)
 def test_key_is_hashable_and_order_independent(fields: dict[str, Any]) -> None:
     a = key(**fields)
@@ -45,6 +46,7 @@ def test_key_is_hashable_and_order_independent(fields: dict[str, Any]) -> None:
     assert pickle.loads(pickle.dumps(a)) == a
 
 
+@pytest.mark.slow
 @given(keys())
 def test_generated_keys_are_valid(k: Hashable) -> None:
     assert check_key(k) is k

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import hotplumb as hp
-from hotplumb.testing import FakeClock, wait_until
+from hotplumb.testing import FakeClock, wait_all_tasks_blocked, wait_until
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Hashable, Iterator
@@ -172,14 +172,27 @@ async def test_provenance_routes_are_shared_not_copied() -> None:
 
 
 async def test_tracing_records_every_hop() -> None:
-    graph, received = linear(lambda x: x + 1, lambda x: x * 2)
-    async with hp.run(graph, trace=True) as topo:
+    clock = FakeClock(start=10.0)
+
+    def taking(seconds: float, fn: Any) -> Any:
+        def stage(x: int) -> int:
+            clock.jump(seconds)  # the call "takes" this long
+            return int(fn(x))
+
+        return stage
+
+    graph, received = linear(taking(0.25, lambda x: x + 1), taking(0.5, lambda x: x * 2))
+    async with hp.run(graph, trace=True, clock=clock) as topo:
         await topo.inject("numbers", 1)
         await topo.drain()
+    assert received[0].value == 4
     trace = received[0].trace
     assert trace is not None
-    assert [h.key for h in trace.hops()] == ["numbers", "s0", "s1"]
-    assert all(h.end >= h.start for h in trace.hops())
+    assert [(h.key, h.start, h.end) for h in trace.hops()] == [
+        ("numbers", 10.0, 10.0),
+        ("s0", 10.0, 10.25),
+        ("s1", 10.25, 10.75),
+    ]
 
 
 # -- errors -----------------------------------------------------------------------
@@ -322,8 +335,10 @@ async def test_past_its_restart_limit_a_failure_propagates_as_an_exception_group
 
 
 async def test_generator_source_produces_while_it_has_readers() -> None:
+    readers: list[frozenset[Hashable]] = []
+
     async def count_up(ctx: hp.Context) -> AsyncIterator[int]:
-        assert ctx.readers == frozenset({"out"})
+        readers.append(ctx.readers)
         await ctx.wait_for_demand()
         for i in range(5):
             yield i
@@ -339,6 +354,7 @@ async def test_generator_source_produces_while_it_has_readers() -> None:
     graph = hp.Graph({"feed": hp.source(count_up), "out": hp.sink(collect, inputs=["feed"])})
     async with hp.run(graph):
         await asyncio.wait_for(done.wait(), 5)
+    assert readers == [frozenset({"out"})]
     assert [d.value for d in received] == [0, 1, 2, 3, 4]
     assert received[0].path == ("feed", "out")
 
@@ -409,8 +425,7 @@ async def test_inject_waits_when_the_entry_channel_is_full() -> None:
         for i in range(6):  # 1 in the sink, 2 in its channel, 2 in the entry channel
             await asyncio.wait_for(topo.inject("in", i), 1)
         waiting = asyncio.create_task(topo.inject("in", 99))
-        for _ in range(20):
-            await asyncio.sleep(0)
+        await wait_all_tasks_blocked()
         assert not waiting.done()
         gate.set()
         await asyncio.wait_for(waiting, 5)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -98,6 +99,7 @@ stages_strategy = st.lists(
 )
 
 
+@pytest.mark.slow
 @given(
     stages=stages_strategy,
     values=st.lists(st.integers(-50, 50), max_size=40),

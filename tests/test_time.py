@@ -524,9 +524,13 @@ async def test_a_slow_reader_never_has_more_than_one_tick_waiting() -> None:
 
 def test_timers_of_one_period_stay_equal_however_many_periods_there_are() -> None:
     first = hp.timer(10.0)
-    others = [hp.timer(1.0 + i / 1000) for i in range(600)]
+    periods = [1.0 + i / 1000 for i in range(600)]
+    others = [hp.timer(period) for period in periods]
     assert hp.timer(10) == first
-    assert len(others) == 600
+    # Every live timer still equals a new one of its period, and no two periods share one.
+    assert all(hp.timer(period) == other for period, other in zip(periods, others, strict=True))
+    assert len({other.source for other in others}) == 600
+    assert first not in others
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
