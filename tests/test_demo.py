@@ -38,10 +38,10 @@ async def test_the_demo_shows_the_live_changes_and_verifies_them() -> None:
     lines = text.splitlines()
     assert lines[0] == "hotplumb demo: the feed-rollup scenario for 6s (seed 1)"
     assert lines[-1].startswith(
-        "verification: ok: 42 summaries checked; none mixed pre- and post-change nodes"
+        "verification: ok: 45 summaries checked; none mixed pre- and post-change nodes"
     )
     assert lines[-2].startswith(
-        "totals: produced 81 feed events and 15 ticks; delivered 42 summaries;"
+        "totals: produced 81 feed events and 15 ticks; delivered 45 summaries;"
     )
     assert "[ 1.62s] client  carol joined: wants {foo}@1000ms" in lines
     assert "[ 3.12s] factory swapped live: rollups now fold count+distinct" in lines

@@ -31,7 +31,9 @@ from hotplumb._errors import (
     MissingNodeError,
     NodeFailedError,
     NotAnEntryPointError,
+    ReentrantCallError,
     RenderError,
+    StaleGraphError,
     TopologyClosedError,
 )
 from hotplumb._graph import Changelist, Factory, Graph
@@ -78,11 +80,13 @@ __all__ = [
     "NodeSnapshot",
     "NodeStatistics",
     "NotAnEntryPointError",
+    "ReentrantCallError",
     "RenderError",
     "RestartPolicy",
     "Route",
     "ShutdownReport",
     "Snapshot",
+    "StaleGraphError",
     "SystemClock",
     "Tick",
     "Topology",

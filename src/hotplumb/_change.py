@@ -93,12 +93,14 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
 from hotplumb._clock import Deadline
-from hotplumb._errors import ApplyError, TopologyClosedError
+from hotplumb._errors import ApplyError, ReentrantCallError, StaleGraphError, TopologyClosedError
+from hotplumb._graph import Graph, ancestry
 from hotplumb._kernel import build_kernel
 
 if TYPE_CHECKING:
@@ -107,7 +109,7 @@ if TYPE_CHECKING:
     from hotplumb._channel import Channel
     from hotplumb._clock import Clock
     from hotplumb._context import Context
-    from hotplumb._graph import Changelist, Graph
+    from hotplumb._graph import Changelist
     from hotplumb._kernel import Kernel
     from hotplumb._node import Node
     from hotplumb._snapshot import NodeStatistics
@@ -152,6 +154,10 @@ class ApplyReport:
     seconds: float
     errors: tuple[tuple[Hashable, BaseException], ...] = ()
     removed: Mapping[Hashable, NodeStatistics] = field(default_factory=dict)
+
+
+# How many graphs a topology remembers having run, to refuse stale ones.
+_RAN_KEPT = 4096
 
 
 # -- capacities --------------------------------------------------------------
@@ -204,6 +210,9 @@ class Participant(Protocol):
     def stop_producer(self) -> None:
         """Stop the generator source; a value it was offering goes in first."""
 
+    def flush(self) -> None:
+        """Emit what the node's ``flush`` makes of its state, ahead of what follows."""
+
 
 class ChangeHost(Protocol):
     """What :class:`Changes` needs of the topology it changes."""
@@ -248,6 +257,10 @@ class ChangeHost(Protocol):
         self, producer: Hashable | None, consumer: Participant, capacity: int
     ) -> Channel:
         """Make a channel into ``consumer``."""
+        ...
+
+    def calling_node(self) -> Hashable | None:
+        """The key of the node whose task is running now, if any."""
         ...
 
     def completed(self, graph: Graph, changes: Changelist) -> dict[Hashable, NodeStatistics]:
@@ -300,6 +313,8 @@ class Plan:
         stopped: Generator sources stopped at the cut (removed or redefined).
         capacities: Kept channels and the capacity they take at the cut.
         sources: The region's entry points: the barrier starts at them.
+        final: Whether this is the drain that closes the topology: every node
+            flushes the state it holds (see ``Node.flush``) as it passes.
     """
 
     generation: int
@@ -314,6 +329,7 @@ class Plan:
     stopped: frozenset[Hashable] = frozenset()
     capacities: tuple[tuple[Channel, int], ...] = ()
     sources: tuple[Hashable, ...] = ()
+    final: bool = False
 
     def inputs_of(self, key: Hashable) -> tuple[Channel, ...]:
         """The input channels ``key`` will have after its switch (empty if none)."""
@@ -571,11 +587,16 @@ def receive(member: Participant, aligner: Aligner, barrier: Barrier, channel: Ch
     """
     if not aligner.arrive(barrier, channel, len(member.inputs)):
         return False  # align: wait for the barrier on every input
-    region = barrier.plan.region
+    plan = barrier.plan
+    switch = plan.switches.get(member.key)
+    if plan.final or (switch is not None and switch.node is None):
+        # The node's last word, processed by the old versions downstream: it
+        # goes ahead of the barrier on every output.
+        member.flush()
+    region = plan.region
     for out in member.outputs:
         if out.consumer.key in region:
             out.put_control(barrier)
-    switch = barrier.plan.switches.get(member.key)
     try:
         return switch is not None and switch_node(member, switch, barrier)
     finally:
@@ -643,7 +664,7 @@ class Changes:
         host: The topology.
     """
 
-    __slots__ = ("_host", "_in_flight", "_lock", "generation", "pending")
+    __slots__ = ("_host", "_in_flight", "_lock", "_ran", "generation", "pending")
 
     def __init__(self, host: ChangeHost) -> None:
         self._host = host
@@ -651,7 +672,31 @@ class Changes:
         self._in_flight: set[Barrier] = set()  # every barrier not yet done
         self.generation = 0
         self.pending: Barrier | None = None  # the change in flight, if any
-        """The change still propagating, if any."""
+        # Serial numbers of the graphs the host ran, with their generations, to
+        # refuse a graph derived from one of them once it no longer runs.
+        self._ran: OrderedDict[int, int] = OrderedDict()
+        self._ran_graph(host.graph)
+
+    def _ran_graph(self, graph: Graph) -> None:
+        ran = self._ran
+        ran[ancestry(graph)[0]] = self.generation
+        while len(ran) > _RAN_KEPT:
+            ran.popitem(last=False)
+
+    def _refuse_reentry(self, what: str) -> None:
+        key = self._host.calling_node()
+        if key is not None:
+            raise ReentrantCallError(key, what)
+
+    def _check_current(self, graph: Graph) -> None:
+        """Refuse ``graph`` if it was derived from a graph the host ran before the current one."""
+        current = ancestry(self._host.graph)[0]
+        for serial in ancestry(graph):
+            if serial == current:
+                return
+            generation = self._ran.get(serial)
+            if generation is not None:
+                raise StaleGraphError(generation, self.generation)
 
     def deadline(self, timeout: float | None) -> float | None:
         """The clock time ``timeout`` seconds from now (``None`` for none).
@@ -669,6 +714,17 @@ class Changes:
 
     async def apply(self, graph: Graph, timeout: float | None) -> ApplyReport:
         """Change the host to ``graph`` (see :meth:`Topology.apply`)."""
+        self._refuse_reentry("apply()")
+        return await self._locked(lambda _: graph, timeout, check=True)
+
+    async def update(self, fn: Callable[[Graph], Graph], timeout: float | None) -> ApplyReport:
+        """Change the host to ``fn(running graph)`` under the lock (:meth:`Topology.update`)."""
+        self._refuse_reentry("update()")
+        return await self._locked(fn, timeout, check=False)
+
+    async def _locked(
+        self, make: Callable[[Graph], Graph], timeout: float | None, *, check: bool
+    ) -> ApplyReport:
         when = self.deadline(timeout)
         clock = self._host.clock
         try:
@@ -684,17 +740,27 @@ class Changes:
                 raise ApplyError(
                     f"an earlier change did not finish within {timeout}s", "old"
                 ) from None
-            return await self._change(graph, when, timeout)
+            graph = make(self._host.graph)
+            if not isinstance(graph, Graph):
+                raise TypeError(
+                    f"the update function must return a hotplumb.Graph, got {type(graph).__name__}"
+                )
+            return await self._change(graph, when, timeout, check)
         finally:
             self._lock.release()
 
-    async def _change(self, graph: Graph, when: float | None, timeout: float | None) -> ApplyReport:
+    async def _change(
+        self, graph: Graph, when: float | None, timeout: float | None, check: bool
+    ) -> ApplyReport:
         host = self._host
         old = host.graph
         changes = old.diff(graph)
         if not changes:
             host.completed(graph, changes)
+            self._ran_graph(graph)
             return ApplyReport(changes, self.generation, 0, 0.0)
+        if check:
+            self._check_current(graph)
         generation = self.generation + 1
         kernels: dict[Hashable, Kernel] = {}
         added: dict[Hashable, Participant] = {}
@@ -730,6 +796,7 @@ class Changes:
 
         def done(barrier: Barrier) -> None:
             barrier.removed.update(host.completed(graph, changes))
+            self._ran_graph(graph)
             if self.pending is barrier:
                 self.pending = None
 
@@ -756,19 +823,24 @@ class Changes:
             MappingProxyType(barrier.removed),
         )
 
-    async def drain(self, timeout: float | None) -> None:
+    async def drain(self, timeout: float | None, *, final: bool = False) -> None:
         """Wait until everything sent in so far has been processed (see :meth:`Topology.drain`).
+
+        Args:
+            timeout: Seconds to wait at most.
+            final: Whether this drain closes the topology (nodes flush their state).
 
         Raises:
             TimeoutError: The time ran out first.
         """
+        self._refuse_reentry("drain()")
         when = self.deadline(timeout)
         async with Deadline(self._host.clock, when):
             await self._lock.acquire()
         try:
             async with Deadline(self._host.clock, when):
                 await self._settle()
-                await self._flush()
+                await self._flush(final)
         finally:
             self._lock.release()
 
@@ -778,9 +850,9 @@ class Changes:
             await barrier.done.wait()
             self._in_flight.discard(barrier)
 
-    async def _flush(self) -> None:
+    async def _flush(self, final: bool) -> None:
         host = self._host
-        plan = Plan(self.generation, frozenset(host.running), {})
+        plan = Plan(self.generation, frozenset(host.running), {}, final=final)
         barrier = Barrier(plan)
         self._in_flight.add(barrier)
         for channel in host.entries.values():

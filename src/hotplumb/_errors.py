@@ -15,8 +15,15 @@ know about hotplumb::
     ├── NotAnEntryPointError (ValueError)  inject into a node that has inputs or is not active
     ├── TopologyClosedError (RuntimeError) use of a topology after close
     ├── ApplyError (RuntimeError)          a live change failed or timed out
+    │   └── StaleGraphError                a graph derived from one no longer running
+    ├── ReentrantCallError (RuntimeError)  a node awaited a change of its own topology
     ├── NodeFailedError (RuntimeError)     a node's task died past its restart policy
     └── RenderError (RuntimeError)         a picture needs an optional dependency that is missing
+
+Bad arguments to a function (a negative timeout, a capacity that is not a
+positive int, a wrong type) raise the plain builtin :class:`ValueError` or
+:class:`TypeError`, as Python's own functions do, before anything changes;
+each function's docstring says which.
 """
 
 from __future__ import annotations
@@ -38,7 +45,9 @@ __all__ = [
     "MissingNodeError",
     "NodeFailedError",
     "NotAnEntryPointError",
+    "ReentrantCallError",
     "RenderError",
+    "StaleGraphError",
     "TopologyClosedError",
 ]
 
@@ -239,3 +248,47 @@ class RenderError(HotplumbError, RuntimeError):
     The message says what to install: the ``graphviz``/``networkx`` Python
     packages (``pip install 'hotplumb[render]'``) or Graphviz's ``dot`` program.
     """
+
+
+class StaleGraphError(ApplyError):
+    """``apply`` was given a graph derived from one the topology no longer runs.
+
+    Applying it would silently undo the changes made since. Derive the new
+    graph from ``topology.graph`` again, or use :meth:`Topology.update`, which
+    does that under the change lock.
+
+    Attributes:
+        generation: The generation of the running graph it was derived from.
+        current: The topology's generation now.
+    """
+
+    def __init__(self, generation: int, current: int) -> None:
+        self.generation = generation
+        self.current = current
+        super().__init__(
+            f"the graph was derived from the running graph of generation {generation}, "
+            f"but the topology has changed since (generation {current}); applying it would "
+            "undo those changes: derive it from topology.graph again, or use "
+            "topology.update(fn)",
+            "old",
+        )
+
+
+class ReentrantCallError(HotplumbError, RuntimeError):
+    """A node awaited a change or drain of its own topology from inside its processing.
+
+    The change's barrier would have to pass the node, which is busy awaiting
+    it: the call could never complete, so it is refused at once. Start the
+    call in a separate task (``asyncio.create_task``) instead of awaiting it.
+
+    Attributes:
+        key: The node that made the call.
+    """
+
+    def __init__(self, key: Hashable, what: str) -> None:
+        self.key = key
+        super().__init__(
+            f"node {_chain([key])} awaited {what} of its own topology from inside its "
+            "processing; the barrier would wait behind the node, so it could never "
+            "complete: start it in a separate task (asyncio.create_task) instead"
+        )

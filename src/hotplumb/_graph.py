@@ -76,7 +76,7 @@ from hotplumb._snapshot import graph_snapshot
 if TYPE_CHECKING:
     from hotplumb._snapshot import Snapshot
 
-__all__ = ["Changelist", "Factory", "Graph"]
+__all__ = ["Changelist", "Factory", "Graph", "ancestry"]
 
 Factory: TypeAlias = Callable[[Hashable], Node | None]
 """Makes the node for a key no provided node covers, or returns ``None``."""
@@ -988,3 +988,13 @@ class Graph:
             frozenset(readers_changed),
             MappingProxyType(nodes),
         )
+
+
+def ancestry(graph: Graph) -> tuple[int, ...]:
+    """The serial numbers of ``graph`` and of the recent ancestors it remembers, nearest first.
+
+    For the runtime, which uses them to tell whether a graph was derived by
+    edits from a graph it ran. Only the ancestors within the graph's lineage
+    (see :meth:`Graph.diff`) are known.
+    """
+    return (graph._serial, *(serial for serial, _ in graph._lineage))

@@ -507,14 +507,12 @@ def build_kernel(key: Hashable, node: Node) -> Kernel:
                 f"source {node.source!r} must be an async generator function (async def + yield)",
             )
         _check_one_arg(key, node.source, "source")
-    for name in ("on_error", "on_change", "migrate"):
+    for name in ("on_error", "on_change", "migrate", "flush"):
         handler = getattr(node, name)
         if handler is not None:
             _check_one_arg(key, handler, name)
-    if node.state is not None and not callable(node.state):
-        raise InvalidNodeCallableError(
-            key, f"state must be a zero-argument callable, got {node.state!r}"
-        )
+    if node.state is not None:
+        _check_no_args(key, node.state, "state")
     process: Callable[[Kernel, Processor, Outputs], Any]
     if is_identity:
         process, synchronous = pass_through, True
@@ -523,6 +521,23 @@ def build_kernel(key: Hashable, node: Node) -> Kernel:
     else:
         process, synchronous = call_each, False
     return Kernel(fn, mode, takes_context, is_identity, process, synchronous)
+
+
+def _check_no_args(key: Hashable, fn: Callable[..., Any], what: str) -> None:
+    if not callable(fn):
+        raise InvalidNodeCallableError(key, f"{what} must be a zero-argument callable, got {fn!r}")
+    params = _parameters(fn)
+    if params is None:
+        return  # a builtin without a signature: assume it can be called so
+    required = [
+        p.name
+        for p in params
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    if required:
+        raise InvalidNodeCallableError(
+            key, f"{what} {fn!r} must take no arguments, but requires {required}"
+        )
 
 
 def _check_one_arg(key: Hashable, fn: Callable[..., Any], what: str) -> None:

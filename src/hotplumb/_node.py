@@ -124,6 +124,13 @@ class Node:
         restart: The restart policy when this node's task dies outright; the
             topology's default when ``None``.
         kind: Overrides the kind shown by inspection (e.g. ``NodeKind.TIMER``).
+        flush: For a stateful node: called with the node's context when the
+            topology closes with a drain, or when a live change removes the
+            node, to emit what its state holds (a value, an
+            :class:`~hotplumb.Emission`, or :data:`SKIP` for nothing). Its
+            output goes to the readers ahead of the change (or of the close),
+            so it is processed by the versions that processed the data it
+            summarises. A rollup flushes its open window as a partial summary.
 
     Example:
         >>> plus1 = Node(lambda x: x + 1, inputs=["numbers"])
@@ -145,6 +152,7 @@ class Node:
     output_capacity: int | None = None
     restart: RestartPolicy | None = None
     kind: NodeKind | None = None
+    flush: Callable[[Context], Any] | None = None
 
     if TYPE_CHECKING:
         # What type checkers see of the generated __init__: ``inputs`` takes any
@@ -165,6 +173,7 @@ class Node:
             output_capacity: int | None = None,
             restart: RestartPolicy | None = None,
             kind: NodeKind | None = None,
+            flush: Callable[[Context], Any] | None = None,
         ) -> None: ...
 
     def __post_init__(self) -> None:

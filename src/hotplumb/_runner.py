@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from hotplumb._change import Aligner, Barrier, receive
 from hotplumb._context import Context
-from hotplumb._datum import Batch, Datum, NodeError, Route, Trace
+from hotplumb._datum import Batch, Datum, Emission, NodeError, Route, Trace
 from hotplumb._errors import NodeFailedError, TopologyClosedError
 from hotplumb._kernel import FAILED, Outputs, ends_task
+from hotplumb._node import SKIP
 from hotplumb._snapshot import NodeStatistics
 
 if TYPE_CHECKING:
@@ -78,12 +79,20 @@ class NodeHost(Protocol):
         """Whether the topology has stopped (no task starts)."""
         ...
 
-    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None:
-        """Start a task the topology owns; ``None`` if it is shutting down."""
+    def spawn(
+        self, coro: Coroutine[Any, Any, None], name: str, node: Hashable | None = None
+    ) -> asyncio.Task[None] | None:
+        """Start a task the topology owns (``node``: the node it processes for).
+
+        Returns ``None`` if the topology is shutting down.
+        """
         ...
 
     def dead_letter(self, datum: Datum) -> None:
         """Record a failed datum nobody handled."""
+
+    def task_died(self, key: Hashable, version: int, error: BaseException, fatal: bool) -> None:
+        """Report that a node's task (or source) died; ``fatal``: past its restart policy."""
 
 
 class Crash(Exception):
@@ -116,6 +125,7 @@ class Runner:
         "entry",
         "failed",
         "filtered",
+        "flushed",
         "inputs",
         "kernel",
         "key",
@@ -169,6 +179,7 @@ class Runner:
         self.sending: Batch | None = None
         self.started = False
         self.stopped = False
+        self.flushed = False  # whether the node's flush ran (at most once)
         self.task: asyncio.Task[None] | None = None
         self.producer: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -195,7 +206,9 @@ class Runner:
         """
         if self.task is None:
             if self.started and not self.stopped and not self._host.closed:
-                self.task = self._host.spawn(self.supervise(), f"hotplumb node {self.key!r}")
+                self.task = self._host.spawn(
+                    self.supervise(), f"hotplumb node {self.key!r}", self.key
+                )
             return
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -205,7 +218,7 @@ class Runner:
         """Start the node (its task runs when it has input) and its source's producer."""
         self.started = True
         if any(self.inputs):
-            self.task = self._host.spawn(self.supervise(), f"hotplumb node {self.key!r}")
+            self.task = self._host.spawn(self.supervise(), f"hotplumb node {self.key!r}", self.key)
         self.start_producer()
 
     def start_producer(self) -> None:
@@ -259,7 +272,9 @@ class Runner:
         deaths.append(now)
         while deaths and deaths[0] < now - policy.window:
             deaths.popleft()
-        if len(deaths) > policy.max_restarts:
+        fatal = len(deaths) > policy.max_restarts
+        self._host.task_died(self.key, self.version, error, fatal)
+        if fatal:
             raise NodeFailedError(self.key, self.restarts) from error
         if policy.backoff:
             await clock.sleep_until(now + policy.backoff)
@@ -395,6 +410,36 @@ class Runner:
             failure = self.last_error = NodeError(self.key, self.version, handler_error)
             self._host.dead_letter(Datum(value, origin, out.route, failure, parents, batch.trace))
             raise Crash(handler_error) from handler_error
+
+    def flush(self) -> None:
+        """Emit what the node's ``flush`` makes of its state, ahead of what follows.
+
+        Called by the live-change protocol in the node's own task, when a
+        change removes the node or the topology closes with a drain. The
+        output starts a route of its own at this node (origin ``None``) and is
+        put past capacity: it must go before the barrier that follows it.
+        """
+        flush = self.node.flush
+        if flush is None or self.flushed:
+            return
+        self.flushed = True
+        route = self._route(None)
+        try:
+            result = flush(self.ctx)
+        except Exception as exc:
+            failure = self.last_error = NodeError(self.key, self.version, exc)
+            self.flushed = False  # reported as not flushed
+            self._host.dead_letter(Datum(None, None, route, failure))
+            return
+        if result is SKIP or not self.outputs:
+            return
+        if type(result) is Emission:
+            batch = Batch([result.value], [None], route, [result.parents])
+        else:
+            batch = Batch([result], [None], route)
+        self.emitted += 1
+        for channel in self.outputs:
+            channel.force_put(batch)
 
     def held(self) -> list[tuple[Batch, bool]]:
         """What this node holds and has not passed on: ``(batch, is_output)`` pairs."""

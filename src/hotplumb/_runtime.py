@@ -20,6 +20,7 @@ Every task belongs to the task group that :func:`run` opens: leaving the
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -29,10 +30,11 @@ from hotplumb._channel import MemoryChannel
 from hotplumb._clock import Clock, SystemClock
 from hotplumb._datum import Batch, Datum
 from hotplumb._errors import NotAnEntryPointError, TopologyClosedError
+from hotplumb._explain import exception_text, explain
 from hotplumb._graph import Graph
 from hotplumb._inspect import take_snapshot
 from hotplumb._kernel import build_kernel
-from hotplumb._keys import check_key
+from hotplumb._keys import check_key, format_key
 from hotplumb._node import RestartPolicy
 from hotplumb._runner import Runner
 
@@ -52,6 +54,8 @@ __all__ = ["DeadLetters", "ShutdownReport", "Topology", "run"]
 
 DEFAULT_CAPACITY = 1024
 
+logger = logging.getLogger("hotplumb")
+
 T = TypeVar("T")
 
 
@@ -63,10 +67,14 @@ class ShutdownReport:
         drained: Whether it drained before stopping.
         undelivered: The data still in channels or in processing, each with
             the path it had reached.
+        unflushed: The nodes declaring a ``flush`` whose state was not
+            flushed (the topology stopped without draining, or the flush
+            raised: the failure is in the dead-letter record).
     """
 
     drained: bool
     undelivered: tuple[Datum, ...] = field(default=())
+    unflushed: tuple[Hashable, ...] = field(default=())
 
 
 class DeadLetters:
@@ -137,6 +145,93 @@ class DeadLetters:
         return f"DeadLetters({len(self._items)} kept, {self.total} in all)"
 
 
+class _FailureLog:
+    """Failures to the ``hotplumb`` logger, rate-limited, and to the topology's callback.
+
+    At most ``burst`` records per ``period`` seconds of the topology's clock;
+    past that, failures are counted, and the next record after the period (or
+    the topology's close) says how many were not logged.
+    """
+
+    __slots__ = ("_callback", "_clock", "_count", "_since", "_suppressed", "burst", "period")
+
+    def __init__(
+        self,
+        clock: Clock,
+        callback: Callable[[Datum], Any] | None,
+        burst: int = 10,
+        period: float = 1.0,
+    ) -> None:
+        self._clock = clock
+        self._callback = callback
+        self.burst = burst
+        self.period = period
+        self._since = clock.now()
+        self._count = 0
+        self._suppressed = 0
+
+    def _admit(self) -> bool:
+        now = self._clock.now()
+        if now - self._since >= self.period:
+            self.summarise()
+            self._since = now
+            self._count = 0
+        self._count += 1
+        if self._count > self.burst:
+            self._suppressed += 1
+            return False
+        return True
+
+    def summarise(self) -> None:
+        """Log how many failures were not logged, if any."""
+        if self._suppressed:
+            logger.warning(
+                "%d more node failure(s) not logged (at most %d per %gs)",
+                self._suppressed,
+                self.burst,
+                self.period,
+            )
+            self._suppressed = 0
+
+    def failed(self, datum: Datum) -> None:
+        """A datum failed and nobody handled it."""
+        error = datum.error
+        if error is not None and self._admit():
+            logger.error(
+                "node %s (version %d) failed on a datum\n%s",
+                format_key(error.key),
+                error.version,
+                explain(datum),
+                extra={"hotplumb_key": error.key, "hotplumb_version": error.version},
+            )
+        if self._callback is not None:
+            try:
+                self._callback(datum)
+            except Exception:
+                logger.exception("the topology's on_failure callback raised")
+
+    def died(self, key: Hashable, version: int, error: BaseException, fatal: bool) -> None:
+        """A node's task died: restarted, or (``fatal``) past its restart policy."""
+        if fatal:
+            logger.error(
+                "node %s (version %d) died past its restart policy: %s",
+                format_key(key),
+                version,
+                exception_text(error),
+                exc_info=error,
+                extra={"hotplumb_key": key, "hotplumb_version": version},
+            )
+        elif self._admit():
+            logger.warning(
+                "node %s (version %d) died and is restarted: %s",
+                format_key(key),
+                version,
+                exception_text(error),
+                exc_info=error,
+                extra={"hotplumb_key": key, "hotplumb_version": version},
+            )
+
+
 class _NoPublicConstructor(type):
     """A metaclass for classes the library makes: calling the class raises."""
 
@@ -164,6 +259,7 @@ class _Core:
         trace: bool,
         max_errors: int,
         aligner: Callable[[], Aligner],
+        on_failure: Callable[[Datum], Any] | None,
     ) -> None:
         self.graph = graph
         self.clock = clock
@@ -171,11 +267,13 @@ class _Core:
         self.restart = restart
         self.trace = trace
         self.errors = DeadLetters(max_errors)
+        self.failures = _FailureLog(clock, on_failure)
         self.aligner = aligner
         self.task_group = task_group
         self.running: dict[Hashable, Participant] = {}
         self.entries: dict[Hashable, Channel] = {}
         self.changes = Changes(self)
+        self.node_tasks: dict[asyncio.Task[None], Hashable] = {}  # a node's task -> its key
         self.closing = False
         self.closed = False
         self.report: ShutdownReport | None = None
@@ -192,15 +290,25 @@ class _Core:
 
     # -- for the nodes (NodeHost) ------------------------------------------------
 
-    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None:
+    def spawn(
+        self, coro: Coroutine[Any, Any, None], name: str, node: Hashable | None = None
+    ) -> asyncio.Task[None] | None:
         try:
-            return self.task_group.create_task(coro, name=name)
+            task = self.task_group.create_task(coro, name=name)
         except RuntimeError:  # the task group is shutting down: the topology is failing
             coro.close()
             return None
+        if node is not None:
+            self.node_tasks[task] = node
+            task.add_done_callback(self.node_tasks.pop)
+        return task
 
     def dead_letter(self, datum: Datum) -> None:
         self.errors._record(datum)
+        self.failures.failed(datum)
+
+    def task_died(self, key: Hashable, version: int, error: BaseException, fatal: bool) -> None:
+        self.failures.died(key, version, error, fatal)
 
     # -- for changes (ChangeHost) ------------------------------------------------
 
@@ -214,6 +322,10 @@ class _Core:
     ) -> Channel:
         assert isinstance(consumer, Runner)
         return MemoryChannel(producer, consumer, capacity)
+
+    def calling_node(self) -> Hashable | None:
+        task = asyncio.current_task()
+        return self.node_tasks.get(task) if task is not None else None
 
     def completed(self, graph: Graph, changes: Changelist) -> dict[Hashable, NodeStatistics]:
         final: dict[Hashable, NodeStatistics] = {}
@@ -260,11 +372,17 @@ class _Core:
 
     # -- starting and data in ----------------------------------------------------
 
-    def start(self, kernels: Mapping[Hashable, Kernel]) -> None:
+    def prepare(self, kernels: Mapping[Hashable, Kernel]) -> None:
+        """Make every node and channel; nothing runs yet (a state factory may raise here)."""
         graph = self.graph
         running = self.running
         for key, node in graph.nodes.items():
-            running[key] = self.new_participant(key, node, kernels[key], 0, graph.readers_of(key))
+            try:
+                member = self.new_participant(key, node, kernels[key], 0, graph.readers_of(key))
+            except Exception as exc:
+                exc.add_note(f"while making the initial state of node {format_key(key)}")
+                raise
+            running[key] = member
         for key, member in running.items():
             node = member.node
             if node.inputs:
@@ -279,7 +397,10 @@ class _Core:
         for member in running.values():
             for index, k in enumerate(member.node.inputs):
                 running[k].outputs.append(member.inputs[index])
-        for member in running.values():
+
+    def start(self) -> None:
+        """Start every node."""
+        for member in self.running.values():
             member.start()
 
     def entry(self, key: Hashable) -> Channel:
@@ -317,7 +438,7 @@ class _Core:
         if drain:
             remaining = None if when is None else max(0.0, when - self.clock.now())
             try:
-                await self.changes.drain(remaining)
+                await self.changes.drain(remaining, final=True)
                 drained = True
             except TimeoutError:
                 pass
@@ -351,8 +472,12 @@ class _Core:
                 else:
                     route = runner._route(batch.route)
                 undelivered.extend(batch.data(route))
+        unflushed = tuple(
+            r.key for r in self.runners() if r.node.flush is not None and not r.flushed
+        )
+        self.failures.summarise()
         self.closed = True
-        self.report = ShutdownReport(drained, tuple(undelivered))
+        self.report = ShutdownReport(drained, tuple(undelivered), unflushed)
         return self.report
 
 
@@ -533,11 +658,21 @@ class Topology(metaclass=_NoPublicConstructor):
         Returns:
             A report of the change.
 
+        A graph *derived* (by edits) from a graph this topology ran before the
+        one it runs now is refused with :class:`~hotplumb.StaleGraphError`:
+        applying it would silently undo the changes made since (two clients
+        each doing ``apply(topo.graph.add_node(...))`` at once). Use
+        :meth:`update` for read-modify-write changes. A graph built afresh is
+        applied as it is.
+
         Raises:
             ApplyError: The time ran out (``running`` says whether nothing
                 changed, or the switch goes on in the background and completes
                 in order), or the new graph's nodes could not be started
                 (nothing changed).
+            StaleGraphError: ``graph`` was derived from a graph no longer running.
+            ReentrantCallError: Awaited from inside one of the topology's own
+                nodes (it could never complete).
             TopologyClosedError: The topology is closed.
             TypeError: ``graph`` is not a Graph.
             ValueError: ``timeout`` is negative or NaN.
@@ -547,6 +682,41 @@ class Topology(metaclass=_NoPublicConstructor):
         if self._core.closing:
             raise TopologyClosedError("the topology is closed; it takes no more changes")
         return await self._core.changes.apply(graph, timeout)
+
+    async def update(
+        self, fn: Callable[[Graph], Graph], *, timeout: float | None = None
+    ) -> ApplyReport:
+        """Change the running topology to ``fn(topology.graph)``, atomically.
+
+        ``fn`` is called under the change lock with the graph running at that
+        moment, so concurrent updates compose: each sees the result of the
+        one before, and none is lost. This is the way for clients to join and
+        leave::
+
+            await topo.update(lambda g: g.add_node(name, hp.sink(send, inputs=[wanted])))
+            ...
+            await topo.update(lambda g: g.remove_node(name))
+
+        Args:
+            fn: Makes the new graph from the running one; plain (not async),
+                and quick: other changes wait while it runs. If it raises,
+                nothing changes and the exception propagates.
+            timeout: As for :meth:`apply`.
+
+        Returns:
+            A report of the change.
+
+        Raises:
+            ApplyError: As for :meth:`apply`.
+            TopologyClosedError: The topology is closed.
+            TypeError: ``fn`` did not return a Graph.
+            ValueError: ``timeout`` is negative or NaN.
+        """
+        if not callable(fn):
+            raise TypeError(f"update() takes a function of the running graph, got {fn!r}")
+        if self._core.closing:
+            raise TopologyClosedError("the topology is closed; it takes no more changes")
+        return await self._core.changes.update(fn, timeout)
 
     # -- stopping ---------------------------------------------------------------
 
@@ -597,13 +767,10 @@ class _Run:
         if self._group is not None:
             raise RuntimeError("a hotplumb.run(...) block can be entered only once")
         group = self._group = asyncio.TaskGroup()
+        core = self._core = _Core(self._graph, group, **self._options)
+        core.prepare(self._kernels)  # state factories run here: errors raise as they are
         await group.__aenter__()
-        try:
-            core = self._core = _Core(self._graph, group, **self._options)
-            core.start(self._kernels)
-        except BaseException as exc:
-            await group.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
+        core.start()
         return Topology._create(core)
 
     async def __aexit__(
@@ -644,6 +811,7 @@ def run(
     restart: RestartPolicy | None = None,
     trace: bool = False,
     max_errors: int = 10_000,
+    on_failure: Callable[[Datum], Any] | None = None,
 ) -> AbstractAsyncContextManager[Topology]:
     """Run ``graph`` on asyncio for the duration of an ``async with`` block.
 
@@ -660,6 +828,9 @@ def run(
         restart: Default restart policy for nodes whose task dies.
         trace: Record per-hop timing on every datum.
         max_errors: How many failed data the dead-letter record keeps.
+        on_failure: Called with every failed datum nobody's ``on_error``
+            handled (as it is recorded in ``topology.errors``). Failures also
+            go to the ``hotplumb`` logger (see the README), rate-limited.
 
     Yields:
         The running :class:`Topology`.
@@ -690,6 +861,7 @@ def run(
         restart=restart,
         trace=trace,
         max_errors=max_errors,
+        on_failure=on_failure,
         aligner=Aligner,
     )
 
@@ -702,7 +874,8 @@ def _open(
     restart: RestartPolicy | None,
     trace: bool,
     max_errors: int,
-    aligner: Callable[[], Aligner],
+    on_failure: Callable[[Datum], Any] | None = None,
+    aligner: Callable[[], Aligner] = Aligner,
 ) -> _Run:
     """:func:`run`, with the alignment strategy as a seam for the protocol's tests."""
     if not isinstance(graph, Graph):
@@ -715,6 +888,8 @@ def _open(
         raise TypeError(f"restart must be a hotplumb.RestartPolicy, got {restart!r}")
     if isinstance(max_errors, bool) or not isinstance(max_errors, int) or max_errors < 0:
         raise ValueError(f"max_errors must be an int >= 0, got {max_errors!r}")
+    if on_failure is not None and not callable(on_failure):
+        raise TypeError(f"on_failure must be callable or None, got {on_failure!r}")
     # Every node's callables are checked before anything starts.
     kernels = {key: build_kernel(key, node) for key, node in graph.nodes.items()}
     return _Run(
@@ -727,5 +902,6 @@ def _open(
             "trace": bool(trace),
             "max_errors": max_errors,
             "aligner": aligner,
+            "on_failure": on_failure,
         },
     )

@@ -78,12 +78,16 @@ class Window:
         values: The data values the rollup processed in the window, in order.
         missed: Timer boundaries coalesced into the closing tick (see
             :class:`Tick`); the window then spans several periods.
+        partial: Whether the window was closed early, not by a tick: the
+            rollup was flushed because the topology closed or a change
+            removed it. ``end`` is then the clock time of the flush.
     """
 
     start: float
     end: float
     values: tuple[Any, ...]
     missed: int = 0
+    partial: bool = False
 
     @property
     def count(self) -> int:
@@ -166,6 +170,8 @@ class _RollupState:
     data: list[Datum] = field(default_factory=list)
     # The scheduled time of the tick that closed the last window, if any.
     end: float | None = None
+    # When the first datum arrived, before any tick (a flush's window start).
+    opened: float | None = None
 
 
 def rollup(
@@ -191,6 +197,11 @@ def rollup(
 
     If ``fold`` raises, the tick fails (see ``Node.on_error``) and the window
     stays open: its data go into the next summary.
+
+    When the topology closes with a drain, or a live change removes the
+    rollup, its open window is flushed: if it holds data, ``fold`` gets it as
+    a :class:`Window` with ``partial=True`` (ending at the clock's time) and
+    the summary goes to the readers like any other.
 
     Args:
         data_inputs: The keys whose data are rolled up.
@@ -221,6 +232,8 @@ def rollup(
     def roll(value: Any, ctx: Context) -> Any:
         state: _RollupState = ctx.state
         if ctx.from_input != timer_input:
+            if state.end is None and state.opened is None:
+                state.opened = ctx.clock.now()
             state.data.append(ctx.datum)
             return SKIP
         if not isinstance(value, Tick):
@@ -238,6 +251,21 @@ def rollup(
         state.end = value.scheduled
         return emit(summary, parents=parents)
 
+    def flush(ctx: Context) -> Any:
+        state: _RollupState = ctx.state
+        parents = tuple(state.data)
+        if not parents:
+            return SKIP  # an empty open window says nothing a tick would not
+        now = ctx.clock.now()
+        start = state.end if state.end is not None else state.opened
+        assert start is not None  # set when the first datum arrived
+        window = Window(start, now, tuple(d.value for d in parents), 0, partial=True)
+        summary = summarise(window)
+        state.data.clear()
+        state.end = now
+        return emit(summary, parents=parents)
+
+    options.setdefault("flush", flush)
     return Node(roll, inputs=(*data, timer_input), state=_RollupState, **options)
 
 

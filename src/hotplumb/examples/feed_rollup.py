@@ -126,6 +126,8 @@ class Summary:
         fold: Which factory's rollup made it: :data:`COUNT` or
             :data:`COUNT_DISTINCT`.
         events: The events summarised, in order.
+        partial: Whether the window was closed early: the rollup flushed it
+            because the scenario ended or a change removed the rollup.
     """
 
     subscription: str
@@ -136,6 +138,7 @@ class Summary:
     distinct: int | None
     fold: str
     events: tuple[FeedEvent, ...]
+    partial: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,6 +381,7 @@ def _fold(label: str, subscription: str, window_ms: int, t0: float, window: Wind
         distinct,
         label,
         events,
+        window.partial,
     )
 
 
@@ -736,7 +740,9 @@ def _check_delivery(where: str, client: Client, datum: Datum, swap: int | None) 
     if summary.subscription not in client.subscriptions or summary.window_ms != client.window_ms:
         problems.append(f"{where}: {summary.subscription} was not subscribed to")
     rolled = key(subscription=summary.subscription, rollup_window=summary.window_ms)
-    path = (key(timeout=summary.window_ms), rolled, client.wants, client.key)
+    # A flushed (partial) window starts its own route at the rollup: no tick closed it.
+    start = () if summary.partial else (key(timeout=summary.window_ms),)
+    path = (*start, rolled, client.wants, client.key)
     if datum.path != path:
         problems.append(f"{where}: path {datum.path} is not {path}")
     feed = key(subscription=summary.subscription)
