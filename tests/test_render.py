@@ -442,7 +442,7 @@ def test_odd_keys_and_unprintable_errors_still_render() -> None:
     assert parsed is not None
     assert len(parsed[0].get_nodes()) >= 2
     assert "\x00" not in hp.to_mermaid(graph)
-    from hotplumb._explain import exception_text
+    from hotplumb._format import exception_text
 
     assert exception_text(Unprintable()) == "Unprintable: <message cannot be shown>"
 

@@ -33,9 +33,10 @@ from hotplumb._errors import (
     RenderError,
     TopologyClosedError,
 )
+from hotplumb._format import format_key
 from hotplumb._graph import Changelist, Factory, Graph
 from hotplumb._inspect import ChangeSnapshot, ChannelSnapshot, NodeCounters, NodeSnapshot, Snapshot
-from hotplumb._keys import Key, format_key, key
+from hotplumb._keys import Key, key
 from hotplumb._node import SKIP, Node, NodeKind, RestartPolicy, sink, source
 from hotplumb._render import render, to_dot, to_mermaid, to_networkx, write
 from hotplumb._runtime import (

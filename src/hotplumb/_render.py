@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from hotplumb._errors import RenderError
-from hotplumb._explain import exception_text
+from hotplumb._format import exception_text, format_key
 from hotplumb._graph import Graph
 from hotplumb._inspect import NodeSnapshot, Snapshot, graph_snapshot
-from hotplumb._keys import Key, format_key
+from hotplumb._keys import Key
 from hotplumb._node import NodeKind
 
 if TYPE_CHECKING:
