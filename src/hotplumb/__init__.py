@@ -105,3 +105,15 @@ __all__ = [
     "to_networkx",
     "write",
 ]
+
+# Public names print as public: reprs, tracebacks and pickles say
+# ``hotplumb.Key``, not the private module that defines it. (A typing alias
+# such as ``Factory`` has a read-only ``__module__`` and is left alone.)
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) or callable(_obj):
+        try:
+            _obj.__module__ = __name__
+        except (AttributeError, TypeError):
+            pass
+del _name, _obj
