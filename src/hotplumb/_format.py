@@ -71,6 +71,8 @@ def format_key(value: object) -> str:
         >>> format_key(("source/foo", 3))
         '(source/foo, 3)'
     """
+    if isinstance(value, str):
+        return value
     if isinstance(value, Mapping):
         return _plain_fields(value, 1)
     return _plain(value, 0)
@@ -83,16 +85,23 @@ def _plain_fields(fields: Mapping[object, object], depth: int) -> str:
 def _plain(value: object, depth: int) -> str:
     # ``depth`` counts the containers around ``value``; each branch below that
     # opens a container recurses with ``depth + 1``, and stops at the limit.
+    # Concrete types come first: the Mapping check is the slow one.
     if isinstance(value, str):
         return value
-    if isinstance(value, Mapping | frozenset | tuple) and depth >= MAX_DEPTH_SHOWN:
-        return _ELLIPSIS
-    if isinstance(value, Mapping):
-        return "{" + _plain_fields(value, depth + 1) + "}"
-    if isinstance(value, frozenset):
-        return "{" + ", ".join(sorted(_plain(v, depth + 1) for v in value)) + "}"
+    if isinstance(value, int | float):
+        return repr(value)
     if isinstance(value, tuple):
+        if depth >= MAX_DEPTH_SHOWN:
+            return _ELLIPSIS
         return "(" + ", ".join(_plain(v, depth + 1) for v in value) + ")"
+    if isinstance(value, frozenset):
+        if depth >= MAX_DEPTH_SHOWN:
+            return _ELLIPSIS
+        return "{" + ", ".join(sorted(_plain(v, depth + 1) for v in value)) + "}"
+    if isinstance(value, Mapping):
+        if depth >= MAX_DEPTH_SHOWN:
+            return _ELLIPSIS
+        return "{" + _plain_fields(value, depth + 1) + "}"
     return repr(value)
 
 
@@ -122,20 +131,26 @@ def _key_repr(fields: Mapping[Hashable, object], depth: int) -> str:
 
 
 def _repr(value: object, depth: int) -> str:
-    # A Key's values are frozen, so every mapping met here is a Key.
-    container = isinstance(value, Mapping | frozenset) or type(value) is tuple
-    if container and depth >= MAX_DEPTH_SHOWN:
-        return _ELLIPSIS
-    if isinstance(value, Mapping):
-        return _key_repr(value, depth + 1)
-    if isinstance(value, frozenset):
-        if not value:
-            return "frozenset()"
-        return "{" + ", ".join(sorted(_repr(v, depth + 1) for v in value)) + "}"
+    # As _plain: concrete types first. A Key's values are frozen, so every
+    # mapping met here is a Key.
+    if isinstance(value, str | int | float):
+        return repr(value)
     if type(value) is tuple:
+        if depth >= MAX_DEPTH_SHOWN:
+            return _ELLIPSIS
         if len(value) == 1:
             return f"({_repr(value[0], depth + 1)},)"
         return "(" + ", ".join(_repr(v, depth + 1) for v in value) + ")"
+    if isinstance(value, frozenset):
+        if depth >= MAX_DEPTH_SHOWN:
+            return _ELLIPSIS
+        if not value:
+            return "frozenset()"
+        return "{" + ", ".join(sorted(_repr(v, depth + 1) for v in value)) + "}"
+    if isinstance(value, Mapping):
+        if depth >= MAX_DEPTH_SHOWN:
+            return _ELLIPSIS
+        return _key_repr(value, depth + 1)
     return repr(value)
 
 
