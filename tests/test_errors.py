@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from hotplumb import (
@@ -19,6 +21,7 @@ from hotplumb import (
     TopologyClosedError,
     key,
 )
+from hotplumb._format import MAX_DEPTH_SHOWN
 
 TARGET = "client/a"
 SUB = key(subscription="source/foo", rollup_window=10_000)
@@ -143,3 +146,18 @@ def test_node_failed_error() -> None:
 def test_topology_closed_error() -> None:
     with pytest.raises(TopologyClosedError, match=r"^closed$"):
         raise TopologyClosedError("closed")
+
+
+def test_messages_about_deeply_nested_keys_can_be_built() -> None:
+    deep: Any = ()
+    for _ in range(5_000):
+        deep = (deep,)
+    shown = "(" * MAX_DEPTH_SHOWN + "..." + ")" * MAX_DEPTH_SHOWN
+    assert str(MissingNodeError(deep, [deep])) == f"no node for key {shown}"
+    assert str(MissingNodeError(deep, ["a", deep])) == (
+        f"no node for key {shown} (needed by a -> {shown})"
+    )
+    assert str(CycleError([deep, "b", deep])) == f"cycle in graph: {shown} -> b -> {shown}"
+    # Python's own repr gives up on such a value; the message shows its first levels.
+    message = str(InvalidKeyError([deep], "unhashable"))
+    assert message == "invalid node key [((((((...),),),),),)]: unhashable"

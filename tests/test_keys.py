@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import types
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -10,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hotplumb import InvalidKeyError, Key, format_key, key
-from hotplumb._keys import check_key, freeze
+from hotplumb._format import MAX_DEPTH_SHOWN
+from hotplumb._keys import MAX_KEY_DEPTH, check_key, freeze
 from tests.strategies import key_fields, keys
 
 if TYPE_CHECKING:
@@ -123,3 +125,66 @@ def test_lists_are_not_keys(value: list[int]) -> None:
 def test_sets_inside_tuples_print_sorted_too() -> None:
     k = key(windows=({"source/foo", "source/bar"},), pair=("b", frozenset({"z", "y"})))
     assert repr(k) == "key(windows=({'source/bar', 'source/foo'},), pair=('b', {'y', 'z'}))"
+
+
+def nested_tuple(depth: int) -> tuple[Any, ...]:
+    """``((((),),),)``: ``depth`` tuples, each holding the next."""
+    value: tuple[Any, ...] = ()
+    for _ in range(depth - 1):
+        value = (value,)
+    return value
+
+
+def test_format_key_treats_any_mapping_as_fields() -> None:
+    assert format_key(types.MappingProxyType({"a": 1, "b": "x"})) == "a=1, b=x"
+    assert format_key(("n", types.MappingProxyType({"a": 1}))) == "(n, {a=1})"
+
+
+def test_format_key_of_a_deeply_nested_key_shows_the_first_levels() -> None:
+    deep = nested_tuple(5_000)
+    shown = "(" * MAX_DEPTH_SHOWN + "..." + ")" * MAX_DEPTH_SHOWN
+    assert format_key(deep) == shown
+    assert format_key(nested_tuple(MAX_DEPTH_SHOWN)) == "(" * (MAX_DEPTH_SHOWN - 1) + "()" + ")" * (
+        MAX_DEPTH_SHOWN - 1
+    )
+
+
+def test_a_key_as_deep_as_allowed_compares_pickles_and_prints() -> None:
+    # The key is the first level, the tuples the other MAX_KEY_DEPTH - 1.
+    k = key(a=nested_tuple(MAX_KEY_DEPTH - 1))
+    twin = key(a=list(nested_tuple(MAX_KEY_DEPTH - 1)))
+    assert k == twin
+    assert hash(k) == hash(twin)
+    assert pickle.loads(pickle.dumps(k)) == k
+    # The key and its field are two levels; the tuples fill the rest.
+    assert (
+        repr(k)
+        == "key(a=" + "(" * (MAX_DEPTH_SHOWN - 1) + "..." + ",)" * (MAX_DEPTH_SHOWN - 1) + ")"
+    )
+    assert format_key(k) == "a=" + "(" * (MAX_DEPTH_SHOWN - 1) + "..." + ")" * (MAX_DEPTH_SHOWN - 1)
+
+
+@pytest.mark.parametrize("kind", [dict, list])
+def test_a_key_nested_too_deeply_is_refused(kind: type) -> None:
+    value: Any = 0
+    for _ in range(100_000):
+        value = {"a": value} if kind is dict else [value]
+    with pytest.raises(
+        InvalidKeyError,
+        match=rf"^invalid node key .*: nested too deeply \(a key holds at most {MAX_KEY_DEPTH} ",
+    ) as e:
+        key(x=value)
+    assert e.value.key == {"x": value}
+    with pytest.raises(InvalidKeyError, match="nested too deeply"):
+        freeze(value)
+
+
+def test_the_depth_limit_counts_the_key_itself() -> None:
+    key(a=nested_tuple(MAX_KEY_DEPTH - 1))
+    with pytest.raises(InvalidKeyError, match="nested too deeply"):
+        key(a=nested_tuple(MAX_KEY_DEPTH))
+    with pytest.raises(InvalidKeyError, match="nested too deeply"):
+        key(a={"b": nested_tuple(MAX_KEY_DEPTH - 1)})
+    freeze(nested_tuple(MAX_KEY_DEPTH))
+    with pytest.raises(InvalidKeyError, match="nested too deeply"):
+        freeze(nested_tuple(MAX_KEY_DEPTH + 1))

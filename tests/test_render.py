@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import re
 import shutil
 import sys
 import textwrap
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_type
 
 import networkx
 import pydot
@@ -21,7 +22,7 @@ with warnings.catch_warnings():
     import pydot.dot_parser
 
 import hotplumb as hp
-from hotplumb import _render
+from hotplumb import _cli_render, _loader, _render
 from hotplumb.testing import wait_until
 from tests.test_inspect import fragile, seed_graph
 
@@ -271,13 +272,36 @@ async def test_live_pictures_show_queues_counts_errors_and_demand() -> None:
 def test_render_text_formats_without_graphviz(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "graphviz", None)  # importing it now fails
     graph = seed_graph()
-    assert hp.render(graph, "dot").decode() == hp.to_dot(graph)
-    assert hp.render(graph, "mermaid").decode() == hp.to_mermaid(graph)
-    assert b'"kind": "timer"' in hp.render(graph, "json")
+    assert hp.render(graph, "dot") == hp.to_dot(graph)
+    assert hp.render(graph, "mermaid") == hp.to_mermaid(graph)
+    assert '"kind": "timer"' in hp.render(graph, "json")
     with pytest.raises(hp.RenderError, match=r"pip install 'hotplumb\[render\]'"):
         hp.render(graph, "png")
     with pytest.raises(ValueError, match="unknown format 'gif'"):
         hp.render(graph, "gif")
+
+
+def test_render_returns_text_for_text_formats_and_bytes_for_images(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    graph = seed_graph()
+    dot = hp.render(graph, "dot")
+    mermaid = hp.render(graph, "mermaid")
+    snapshot = hp.render(graph, "json")
+    assert_type(dot, str)
+    assert_type(mermaid, str)
+    assert_type(snapshot, str)
+    assert [type(x) for x in (dot, mermaid, snapshot)] == [str, str, str]
+    assert json.loads(snapshot) == graph.snapshot().to_dict()
+    fmt: str = "mermaid"
+    assert_type(hp.render(graph, fmt), str | bytes)
+    assert hp.render(graph, fmt) == mermaid
+    # Images are bytes; drawing them needs Graphviz, so fake the drawing.
+    monkeypatch.setattr(_render, "_graphviz", lambda text, fmt: f"<{fmt}>".encode())
+    assert_type(hp.render(graph), bytes)
+    assert_type(hp.render(graph, "png"), bytes)
+    assert hp.render(graph) == b"<svg>"
+    assert hp.render(graph, "png") == b"<png>"
 
 
 def test_a_missing_dot_program_says_how_to_install_graphviz(
@@ -347,8 +371,8 @@ def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str
 
 def cli(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="hotplumb render")
-    _render.add_arguments(parser)
-    return _render.run(parser.parse_args(argv))
+    _cli_render.add_arguments(parser)
+    return _cli_render.main(parser.parse_args(argv))
 
 
 def test_cli_prints_dot_by_default(user_module: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -423,10 +447,24 @@ def test_hotplumb_render_command(user_module: str, capsys: pytest.CaptureFixture
 
 
 def test_load_graph_raises_value_error(user_module: str) -> None:
-    graph = _render.load_graph(f"{user_module}:graph")
+    graph = _loader.load_graph(f"{user_module}:graph")
     assert isinstance(graph, hp.Graph)
     with pytest.raises(ValueError, match=r"not a hotplumb\.Graph"):
-        _render.load_graph(f"{user_module}:number")
+        _loader.load_graph(f"{user_module}:number")
+
+
+def test_load_object_returns_what_the_spec_names(user_module: str) -> None:
+    assert _loader.load_object(f"{user_module}:number") == 42
+    build = _loader.load_object(f"{user_module}:build")
+    assert callable(build)
+    assert (
+        _loader.load_object(f"{user_module}:graph.nodes")
+        == _loader.load_graph(f"{user_module}:graph").nodes
+    )
+    with pytest.raises(ValueError, match="has no attribute 'missing'"):
+        _loader.load_object(f"{user_module}:missing")
+    with pytest.raises(ValueError, match="expected MODULE:ATTR"):
+        _loader.load_object("no_colon")
 
 
 def test_odd_keys_and_unprintable_errors_still_render() -> None:
@@ -442,7 +480,7 @@ def test_odd_keys_and_unprintable_errors_still_render() -> None:
     assert parsed is not None
     assert len(parsed[0].get_nodes()) >= 2
     assert "\x00" not in hp.to_mermaid(graph)
-    from hotplumb._explain import exception_text
+    from hotplumb._format import exception_text
 
     assert exception_text(Unprintable()) == "Unprintable: <message cannot be shown>"
 
@@ -450,7 +488,7 @@ def test_odd_keys_and_unprintable_errors_still_render() -> None:
 def test_render_loader_tells_a_missing_module_from_a_missing_dependency(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hotplumb._render import load_graph
+    from hotplumb._loader import load_graph
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "zzqapp.py").write_text("import zzq_not_installed\n")
@@ -463,7 +501,7 @@ def test_render_loader_tells_a_missing_module_from_a_missing_dependency(
 def test_render_loader_keeps_the_directory_importable_while_building(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hotplumb._render import load_graph
+    from hotplumb._loader import load_graph
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "lazy_parts.py").write_text("import hotplumb as hp\nNODE = hp.Node()\n")

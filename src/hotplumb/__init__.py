@@ -1,18 +1,34 @@
 """hotplumb: build, inspect and live re-plumb topologies of asyncio tasks.
 
-Layering (each layer imports only from the layers above it):
+Layering, earliest first. A module imports hotplumb modules only from
+earlier lines (``tests/test_layers.py`` checks it; imports under
+``if TYPE_CHECKING:``, for annotations only, are exempt):
 
-1. ``_errors``, ``_keys``: the exception tree and node keys.
-2. ``_node``, ``_graph``: the pure description of a topology. No asyncio.
-3. ``_datum``: data and its provenance.
-4. ``_clock``, ``_channel``, ``_control``, ``_context``: runtime building blocks.
-5. ``_runtime``: runs a graph on asyncio, and applies live changes.
-6. ``_time``: timers and windowed rollups, built on the runtime's public API.
-7. ``_inspect``, ``_render``: snapshots and pictures; rendering reads snapshots
-   and graphs, never live nodes.
-8. ``testing``, ``_cli``: helpers for tests, and the ``hotplumb`` command.
+``_format``                   readable forms of keys, values and exceptions; imports no hotplumb
+``_errors``                   the exception tree, rooted at ``HotplumbError``
+``_keys``                     node keys: validation and the frozen ``Key`` mapping
+``_node``                     ``Node``: one node's callable, inputs and kind; no asyncio
+``_snapshot``                 the snapshot value types, and a graph's static snapshot
+``_graph``                    ``Graph``, ``Changelist``: the pure description; no asyncio
+``_explain``                  a datum's provenance, formatted like a traceback
+``_datum``                    ``Datum``, ``Route``, ``NodeError``; ``Batch``, data moving together
+``_clock``, ``_context``      clocks and ``Deadline``; the context a node's callable is given
+``_channel``                  the ``Channel`` interface and its in-memory implementation
+``_kernel``                   how a node's callable is called: strategies filling ``Outputs``
+``_change``                   the live-change protocol: plan, cut, align, switch, complete
+``_inspect``                  live snapshots, read through a narrow view of the topology
+``_runner``                   one running node: its task, batches, restarts
+``_runtime``                  ``run()``, ``Topology`` and the running state behind it
+``_time``                     timers and windowed rollups, built on the public API
+``_render``                   pictures (DOT, Mermaid, networkx, SVG, PNG) of snapshots
+``_loader``                   finding a graph in the user's code from ``MODULE:ATTR``
+``testing``                   ``FakeClock`` and other helpers for tests
+``examples.*``                the shipped examples, written against the public API
+``_demo``, ``_cli_render``    the ``hotplumb demo`` and ``hotplumb render`` commands
+``_cli``                      the ``hotplumb`` command line
 
-This module only re-exports.
+This module only re-exports, and makes the exported names report
+``hotplumb`` as their module.
 """
 
 from hotplumb._change import ApplyReport
@@ -36,8 +52,9 @@ from hotplumb._errors import (
     StaleGraphError,
     TopologyClosedError,
 )
+from hotplumb._format import format_key
 from hotplumb._graph import Changelist, Factory, Graph
-from hotplumb._keys import Key, format_key, key
+from hotplumb._keys import Key, key
 from hotplumb._node import SKIP, Node, NodeKind, RestartPolicy, sink, source
 from hotplumb._render import render, to_dot, to_mermaid, to_networkx, write
 from hotplumb._runtime import DeadLetters, ShutdownReport, Topology, run
@@ -107,3 +124,15 @@ __all__ = [
     "to_networkx",
     "write",
 ]
+
+# Public names print as public: reprs, tracebacks and pickles say
+# ``hotplumb.Key``, not the private module that defines it. (A typing alias
+# such as ``Factory`` has a read-only ``__module__`` and is left alone.)
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) or callable(_obj):
+        try:  # noqa: SIM105 - contextlib.suppress would need an import here
+            _obj.__module__ = __name__
+        except (AttributeError, TypeError):
+            pass
+del _name, _obj

@@ -13,10 +13,11 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 # Each command's module is imported only when that command runs, so one
-# command's optional dependencies never break another.
+# command's optional dependencies never break another. A command's module
+# has ``add_arguments(parser)`` and ``main(args) -> int``.
 _COMMANDS = {
     "demo": ("hotplumb._demo", "run the feed-rollup scenario live, with live changes"),
-    "render": ("hotplumb._render", "draw a Graph from your code as DOT, SVG, PNG or Mermaid"),
+    "render": ("hotplumb._cli_render", "draw a Graph from your code as DOT, SVG, PNG or Mermaid"),
 }
 
 
@@ -40,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name == chosen:
             module = importlib.import_module(module_name)
             module.add_arguments(sub)
-            sub.set_defaults(handler=module.run)
+            sub.set_defaults(handler=module.main)
     parsed = parser.parse_args(args)
     status: int = parsed.handler(parsed)
     return status

@@ -20,7 +20,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hotplumb._keys import format_key
+from hotplumb._format import format_key
 
 if TYPE_CHECKING:
     from collections.abc import Hashable

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from hotplumb._datum import Datum
     from hotplumb._runtime import Topology
 
-__all__ = ["add_arguments", "play", "run"]
+__all__ = ["add_arguments", "main", "play"]
 
 VERIFIED = "verification: ok"
 """How the verification line starts when every check passed."""
@@ -78,7 +78,7 @@ def _positive(text: str) -> float:
     return value
 
 
-def run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     """Run the demo as ``add_arguments`` configured it.
 
     Args:

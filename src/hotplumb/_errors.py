@@ -30,6 +30,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from hotplumb._format import bounded_repr, format_chain, format_key
+
 if TYPE_CHECKING:
     from collections.abc import Hashable, Sequence
 
@@ -52,18 +54,6 @@ __all__ = [
 ]
 
 
-def _chain(keys: Sequence[Hashable]) -> str:
-    # Imported here: the key formatter lives with keys, which import nothing from here.
-    from hotplumb._keys import format_key
-
-    # A chain can be a hundred thousand keys deep; the message keeps both ends.
-    if len(keys) > 8:
-        head = " -> ".join(format_key(k) for k in keys[:3])
-        tail = " -> ".join(format_key(k) for k in keys[-4:])
-        return f"{head} -> ... ({len(keys) - 7} more) -> {tail}"
-    return " -> ".join(format_key(k) for k in keys)
-
-
 class HotplumbError(Exception):
     """The root of every exception hotplumb raises."""
 
@@ -77,7 +67,7 @@ class InvalidKeyError(HotplumbError, TypeError):
 
     def __init__(self, key: object, reason: str) -> None:
         self.key = key
-        super().__init__(f"invalid node key {key!r}: {reason}")
+        super().__init__(f"invalid node key {bounded_repr(key)}: {reason}")
 
 
 class InvalidNodeError(HotplumbError, TypeError):
@@ -92,7 +82,7 @@ class InvalidNodeError(HotplumbError, TypeError):
         self.key = key
         self.value = value
         super().__init__(
-            f"{where} gave {type(value).__name__} {value!r:.80} for key {_chain([key])}, "
+            f"{where} gave {type(value).__name__} {value!r:.80} for key {format_key(key)}, "
             "expected a hotplumb.Node (or None from a factory)"
         )
 
@@ -106,7 +96,7 @@ class InvalidNodeCallableError(HotplumbError, TypeError):
 
     def __init__(self, key: Hashable, message: str) -> None:
         self.key = key
-        super().__init__(f"node {_chain([key])}: {message}")
+        super().__init__(f"node {format_key(key)}: {message}")
 
 
 class MissingNodeError(HotplumbError, KeyError):
@@ -131,8 +121,8 @@ class MissingNodeError(HotplumbError, KeyError):
         if self.message is not None:
             return self.message
         if len(self.chain) > 1:
-            return f"no node for key {_chain([self.key])} (needed by {_chain(self.chain)})"
-        return f"no node for key {_chain([self.key])}"
+            return f"no node for key {format_key(self.key)} (needed by {format_chain(self.chain)})"
+        return f"no node for key {format_key(self.key)}"
 
 
 class CycleError(HotplumbError, ValueError):
@@ -144,7 +134,7 @@ class CycleError(HotplumbError, ValueError):
 
     def __init__(self, cycle: Sequence[Hashable]) -> None:
         self.cycle = tuple(cycle)
-        super().__init__(f"cycle in graph: {_chain(self.cycle)}")
+        super().__init__(f"cycle in graph: {format_chain(self.cycle)}")
 
 
 class GraphTooLargeError(HotplumbError, ValueError):
@@ -162,7 +152,7 @@ class GraphTooLargeError(HotplumbError, ValueError):
         prefix = "... -> " if len(self.chain) > len(tail) else ""
         super().__init__(
             f"graph resolution exceeded max_nodes={max_nodes} "
-            f"(a runaway factory?) while resolving {prefix}{_chain(tail)}"
+            f"(a runaway factory?) while resolving {prefix}{format_chain(tail)}"
         )
 
 
@@ -179,7 +169,7 @@ class FactoryError(HotplumbError, RuntimeError):
         self.chain = tuple(chain)
         super().__init__(
             f"factory raised {type(error).__name__}: {error} "
-            f"for key {_chain([key])} (needed by {_chain(self.chain)})"
+            f"for key {format_key(key)} (needed by {format_chain(self.chain)})"
         )
 
 
@@ -192,7 +182,7 @@ class NotAnEntryPointError(HotplumbError, ValueError):
 
     def __init__(self, key: Hashable, reason: str) -> None:
         self.key = key
-        super().__init__(f"cannot inject into {_chain([key])}: {reason}")
+        super().__init__(f"cannot inject into {format_key(key)}: {reason}")
 
 
 class TopologyClosedError(HotplumbError, RuntimeError):
@@ -239,7 +229,7 @@ class NodeFailedError(HotplumbError, RuntimeError):
     def __init__(self, key: Hashable, restarts: int) -> None:
         self.key = key
         self.restarts = restarts
-        super().__init__(f"node {_chain([key])} failed after {restarts} restart(s)")
+        super().__init__(f"node {format_key(key)} failed after {restarts} restart(s)")
 
 
 class RenderError(HotplumbError, RuntimeError):
@@ -288,7 +278,7 @@ class ReentrantCallError(HotplumbError, RuntimeError):
     def __init__(self, key: Hashable, what: str) -> None:
         self.key = key
         super().__init__(
-            f"node {_chain([key])} awaited {what} of its own topology from inside its "
+            f"node {format_chain([key])} awaited {what} of its own topology from inside its "
             "processing; the barrier would wait behind the node, so it could never "
             "complete: start it in a separate task (asyncio.create_task) instead"
         )

@@ -22,12 +22,11 @@ out (:attr:`NodeError.traceback <hotplumb.NodeError.traceback>` has them all).
 from __future__ import annotations
 
 import os
-import reprlib
 import traceback
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from hotplumb._keys import format_key
+from hotplumb._format import SafeRepr, format_key
 
 if TYPE_CHECKING:
     from collections.abc import Hashable, Iterable
@@ -38,41 +37,6 @@ __all__ = ["explain", "explain_dead_letters"]
 
 _MAX_PARENTS = 5
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
-class SafeRepr(reprlib.Repr):
-    """A :class:`reprlib.Repr` that never raises: it shows what it cannot print."""
-
-    def __init__(self, width: int, depth: int) -> None:
-        super().__init__()
-        self.maxstring = self.maxother = width
-        self.maxlevel = depth
-
-    def repr1(self, x: object, level: int) -> str:
-        try:
-            return super().repr1(x, level)
-        except Exception:
-            return f"<{type(x).__name__} that cannot be shown>"
-
-    def repr_int(self, x: int, level: int) -> str:
-        try:
-            return super().repr_int(x, level)
-        except ValueError:  # too many digits to print
-            return f"<int of {x.bit_length()} bits>"
-
-
-def exception_message(exc: BaseException) -> str:
-    """``str(exc)``, even if that raises."""
-    try:
-        return str(exc)
-    except Exception:
-        return "<message cannot be shown>"
-
-
-def exception_text(exc: BaseException) -> str:
-    """``Type: message`` for ``exc``, even if its ``str()`` raises."""
-    message = exception_message(exc)
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 _values = SafeRepr(80, 3)

@@ -69,7 +69,8 @@ from hotplumb._errors import (
     InvalidNodeError,
     MissingNodeError,
 )
-from hotplumb._keys import check_key, format_key
+from hotplumb._format import format_key
+from hotplumb._keys import check_key
 from hotplumb._node import Node
 from hotplumb._snapshot import graph_snapshot
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
-from hotplumb._explain import SafeRepr
+from hotplumb._format import SafeRepr
 from hotplumb._snapshot import (
     ChangeSnapshot,
     ChannelSnapshot,

@@ -5,16 +5,37 @@ dicts, sets and lists are frozen recursively (to ``Key``, ``frozenset`` and
 ``tuple``), so keys that describe the same thing are equal whatever order their
 parts were written in. Being a :class:`collections.abc.Mapping`, a ``Key`` works
 in ``match`` mapping patterns.
+
+A key nests at most :data:`MAX_KEY_DEPTH` levels of containers (the key
+itself is the first). Deeper values are refused with
+:class:`~hotplumb.InvalidKeyError` rather than frozen: comparing, pickling and
+printing a key all recurse through its levels, and the limit keeps every one
+of them far inside Python's recursion limit. Readable forms live in
+:mod:`hotplumb._format`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterator, Mapping
-from typing import Any, final
+from typing import Any, Final, final
 
 from hotplumb._errors import InvalidKeyError
+from hotplumb._format import key_repr
 
-__all__ = ["Key", "check_key", "format_key", "freeze", "key"]
+__all__ = ["MAX_KEY_DEPTH", "Key", "check_key", "freeze", "key"]
+
+MAX_KEY_DEPTH: Final = 100
+"""How many levels of nested containers a :class:`Key` may hold, itself included."""
+
+
+class _TooDeep(Exception):
+    """Raised inside :func:`_freeze` past :data:`MAX_KEY_DEPTH`; reported by the caller."""
+
+
+def _too_deep(value: object) -> InvalidKeyError:
+    return InvalidKeyError(
+        value, f"nested too deeply (a key holds at most {MAX_KEY_DEPTH} levels of containers)"
+    )
 
 
 @final
@@ -40,11 +61,19 @@ class Key(Mapping[Hashable, Any]):
     _hash: int
 
     def __init__(self, items: Mapping[Any, Any] | None = None, /) -> None:
-        frozen = {k: freeze(v) for k, v in (items or {}).items()}
+        fields = items or {}
+        try:
+            frozen = {k: _freeze(v, 2) for k, v in fields.items()}
+        except _TooDeep:
+            raise _too_deep(dict(fields)) from None
+        self._set(fields, frozen)
+
+    def _set(self, fields: Mapping[Any, Any], frozen: dict[Hashable, Any]) -> None:
+        # ``frozen`` holds ``fields`` with every value frozen already.
         try:
             h = hash(frozenset(frozen.items()))
         except TypeError as exc:
-            raise InvalidKeyError(dict(items or {}), f"a field is unhashable ({exc})") from None
+            raise InvalidKeyError(dict(fields), f"a field is unhashable ({exc})") from None
         object.__setattr__(self, "_items", frozen)
         object.__setattr__(self, "_hash", h)
 
@@ -72,11 +101,7 @@ class Key(Mapping[Hashable, Any]):
         return NotImplemented
 
     def __repr__(self) -> str:
-        if all(isinstance(f, str) and f.isidentifier() for f in self._items):
-            body = ", ".join(f"{f}={_repr(v)}" for f, v in self._items.items())
-            return f"key({body})"
-        body = ", ".join(f"{_repr(f)}: {_repr(v)}" for f, v in self._items.items())
-        return f"key({{{body}}})"
+        return key_repr(self._items)
 
     def __reduce__(self) -> tuple[type[Key], tuple[dict[Hashable, Any]]]:
         return (Key, (self._items,))
@@ -112,15 +137,33 @@ def freeze(value: Any) -> Any:
     Returns:
         ``Key`` for a mapping, ``frozenset`` for a set, ``tuple`` for a list or
         tuple; other values unchanged.
+
+    Raises:
+        InvalidKeyError: ``value`` nests more than :data:`MAX_KEY_DEPTH`
+            levels of containers, or a mapping in it has an unhashable field.
     """
+    try:
+        return _freeze(value, 1)
+    except _TooDeep:
+        raise _too_deep(value) from None
+
+
+def _freeze(value: Any, depth: int) -> Any:
+    # ``depth`` is the level ``value`` sits at if it is a container: the
+    # recursion stops at MAX_KEY_DEPTH, whatever the input's depth.
     if isinstance(value, Key):
         return value
+    container = isinstance(value, Mapping | set | frozenset) or type(value) in (list, tuple)
+    if container and depth > MAX_KEY_DEPTH:
+        raise _TooDeep
     if isinstance(value, Mapping):
-        return Key(value)
+        inner = Key.__new__(Key)
+        inner._set(value, {k: _freeze(v, depth + 1) for k, v in value.items()})
+        return inner
     if isinstance(value, set | frozenset):
-        return frozenset(freeze(v) for v in value)
-    if isinstance(value, list | tuple) and type(value) in (list, tuple):
-        return tuple(freeze(v) for v in value)
+        return frozenset(_freeze(v, depth + 1) for v in value)
+    if type(value) in (list, tuple):
+        return tuple(_freeze(v, depth + 1) for v in value)
     return value
 
 
@@ -143,42 +186,3 @@ def check_key(value: object) -> Hashable:
     except TypeError as exc:
         raise InvalidKeyError(value, f"unhashable ({exc}); use hotplumb.key(...)") from None
     return value
-
-
-def format_key(value: object) -> str:
-    """Format a key for people: ``Key`` fields as ``name=value``, strings bare.
-
-    Args:
-        value: A node key.
-
-    Returns:
-        A short readable form, e.g. ``subscription=source/foo, rollup_window=10000``.
-    """
-    if isinstance(value, Key):
-        return ", ".join(f"{_plain(f)}={_plain(v)}" for f, v in value.items())
-    return _plain(value)
-
-
-def _plain(value: object) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, Key):
-        return "{" + format_key(value) + "}"
-    if isinstance(value, frozenset):
-        return "{" + ", ".join(sorted(_plain(v) for v in value)) + "}"
-    if isinstance(value, tuple):
-        return "(" + ", ".join(_plain(v) for v in value) + ")"
-    return repr(value)
-
-
-def _repr(value: object) -> str:
-    # Sets print sorted, at any depth, so a key's repr does not depend on hash seeds.
-    if isinstance(value, frozenset):
-        if not value:
-            return "frozenset()"
-        return "{" + ", ".join(sorted(_repr(v) for v in value)) + "}"
-    if type(value) is tuple:
-        if len(value) == 1:
-            return f"({_repr(value[0])},)"
-        return "(" + ", ".join(_repr(v) for v in value) + ")"
-    return repr(value)

@@ -25,38 +25,32 @@ They are imported only when used.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import inspect
 import json
-import os
 import re
 import shutil
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, overload
 
 from hotplumb._errors import RenderError
-from hotplumb._explain import exception_text
+from hotplumb._format import exception_text, format_key
 from hotplumb._graph import Graph
-from hotplumb._keys import Key, format_key
+from hotplumb._keys import Key
 from hotplumb._node import NodeKind
 from hotplumb._snapshot import NodeSnapshot, Snapshot, graph_snapshot
 
 if TYPE_CHECKING:
-    import argparse
+    import os
     from collections.abc import Hashable
 
     from hotplumb._runtime import Topology
 
 __all__ = [
     "FORMATS",
+    "ImageFormat",
     "RenderError",
-    "add_arguments",
+    "TextFormat",
     "format_for",
-    "load_graph",
     "render",
-    "run",
     "to_dot",
     "to_mermaid",
     "to_networkx",
@@ -66,7 +60,11 @@ __all__ = [
 FORMATS: Final = ("dot", "mermaid", "svg", "png", "json")
 """The formats :func:`render` and ``hotplumb render`` produce."""
 
-_BINARY: Final = frozenset({"svg", "png"})
+TextFormat: TypeAlias = Literal["dot", "mermaid", "json"]
+"""The formats :func:`render` returns as ``str``."""
+
+ImageFormat: TypeAlias = Literal["svg", "png"]
+"""The formats :func:`render` returns as ``bytes`` (drawn by Graphviz)."""
 
 _SUFFIXES: Final = {
     ".dot": "dot",
@@ -416,17 +414,30 @@ def to_networkx(obj: Graph | Snapshot | Topology) -> Any:
 # -- images and files ------------------------------------------------------------
 
 
-def render(obj: Graph | Snapshot | Topology, format: str = "svg") -> bytes:
+@overload
+def render(obj: Graph | Snapshot | Topology, format: TextFormat) -> str: ...
+
+
+@overload
+def render(obj: Graph | Snapshot | Topology, format: ImageFormat = "svg") -> bytes: ...
+
+
+@overload
+def render(obj: Graph | Snapshot | Topology, format: str) -> str | bytes: ...
+
+
+def render(obj: Graph | Snapshot | Topology, format: str = "svg") -> str | bytes:
     """Return a picture (or the text) of a graph, snapshot or running topology.
 
     Args:
         obj: What to draw. A running topology is snapshotted first.
         format: One of :data:`FORMATS`: ``"svg"`` or ``"png"`` (drawn by
-            Graphviz), ``"dot"`` or ``"mermaid"`` (text, UTF-8), ``"json"``
-            (the snapshot's :meth:`~hotplumb.Snapshot.to_dict`).
+            Graphviz), ``"dot"`` or ``"mermaid"`` (text), ``"json"`` (the
+            snapshot's :meth:`~hotplumb.Snapshot.to_dict`, as text).
 
     Returns:
-        The bytes of the picture or text.
+        ``str`` for the text formats ``"dot"``, ``"mermaid"`` and ``"json"``;
+        ``bytes`` for the images ``"svg"`` and ``"png"``.
 
     Raises:
         ValueError: Unknown format.
@@ -436,11 +447,11 @@ def render(obj: Graph | Snapshot | Topology, format: str = "svg") -> bytes:
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
     if format == "dot":
-        return to_dot(obj).encode()
+        return to_dot(obj)
     if format == "mermaid":
-        return to_mermaid(obj).encode()
+        return to_mermaid(obj)
     if format == "json":
-        return (json.dumps(_as_snapshot(obj).to_dict(), indent=2) + "\n").encode()
+        return json.dumps(_as_snapshot(obj).to_dict(), indent=2) + "\n"
     return _graphviz(to_dot(obj), format)
 
 
@@ -495,6 +506,8 @@ def write(
         format: One of :data:`FORMATS`; by default from the suffix (``.dot``,
             ``.gv``, ``.mmd``, ``.mermaid``, ``.svg``, ``.png``, ``.json``).
 
+    Text formats are written as UTF-8.
+
     Returns:
         The path written.
 
@@ -504,166 +517,5 @@ def write(
     """
     path = Path(path)
     data = render(obj, format if format is not None else format_for(path))
-    path.write_bytes(data)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
     return path
-
-
-# -- the command line ------------------------------------------------------------
-
-
-class _UsageError(Exception):
-    """What to render could not be found; the message says why."""
-
-
-def load_graph(spec: str) -> Graph | Snapshot:
-    """Import ``MODULE:ATTR`` and return the graph it names.
-
-    ``MODULE`` is a dotted module name, found on ``sys.path`` or in the current
-    directory, or a path to a ``.py`` file. ``ATTR`` (dotted for nested names)
-    is a :class:`~hotplumb.Graph` or :class:`~hotplumb.Snapshot`, or a
-    zero-argument callable returning one.
-
-    Args:
-        spec: ``MODULE:ATTR``.
-
-    Returns:
-        The graph (or snapshot).
-
-    Raises:
-        ValueError: ``spec`` is malformed, the module or attribute is missing,
-            or it is not a graph.
-    """
-    try:
-        return _load(spec)
-    except _UsageError as exc:
-        raise ValueError(str(exc)) from exc.__cause__
-
-
-def _load(spec: str) -> Graph | Snapshot:
-    # The current directory stays importable until the graph is built: a
-    # callable (or a factory it runs) may import lazily.
-    cwd = os.getcwd()
-    added = cwd not in sys.path and "" not in sys.path
-    if added:
-        sys.path.insert(0, cwd)
-    try:
-        return _load_from(spec)
-    finally:
-        if added:
-            sys.path.remove(cwd)
-
-
-def _load_from(spec: str) -> Graph | Snapshot:
-    module_name, sep, attr = spec.rpartition(":")
-    if not sep or not module_name or not attr:
-        raise _UsageError(f"expected MODULE:ATTR (e.g. myapp.topology:graph), got {spec!r}")
-    module = _import(module_name)
-    obj: Any = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise _UsageError(f"{module_name!r} has no attribute {attr!r}") from None
-    if callable(obj) and not isinstance(obj, Graph | Snapshot):
-        try:
-            inspect.signature(obj).bind()
-        except TypeError as exc:
-            raise _UsageError(f"{spec} cannot be called without arguments: {exc}") from None
-        except ValueError:  # pragma: no cover - a builtin without a signature: just try
-            pass
-        obj = obj()
-    if not isinstance(obj, Graph | Snapshot):
-        raise _UsageError(
-            f"{spec} is a {type(obj).__name__}, not a hotplumb.Graph "
-            "(or a zero-argument callable returning one)"
-        )
-    return obj
-
-
-def _import(module_name: str) -> Any:
-    if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
-        path = Path(module_name)
-        if not path.is_file():
-            raise _UsageError(f"no such file: {module_name}")
-        name = f"_hotplumb_render_{path.stem}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or spec.loader is None:  # pragma: no cover - a .py file always loads
-            raise _UsageError(f"cannot import {module_name}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[name]
-            raise
-        return module
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        # The module itself (or a package on its way) is missing, not something it imports.
-        if exc.name is not None and (
-            exc.name == module_name or module_name.startswith(exc.name + ".")
-        ):
-            raise _UsageError(
-                f"no module named {module_name!r} (looked on sys.path and in {os.getcwd()})"
-            ) from exc
-        raise
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the arguments of ``hotplumb render`` to ``parser``."""
-    parser.add_argument(
-        "target",
-        metavar="MODULE:ATTR",
-        help="a Graph in your code, or a zero-argument callable returning one; "
-        "MODULE is a dotted name (found on sys.path or in the current directory) "
-        "or a path to a .py file",
-    )
-    parser.add_argument(
-        "-o",
-        "--output",
-        metavar="FILE",
-        help="write to FILE instead of standard output",
-    )
-    parser.add_argument(
-        "-f",
-        "--format",
-        choices=FORMATS,
-        help="output format (default: from FILE's suffix, else dot); "
-        "svg and png need Graphviz installed",
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``hotplumb render`` with parsed arguments.
-
-    Args:
-        args: From a parser set up by :func:`add_arguments`.
-
-    Returns:
-        The exit status: 0 on success, 1 if rendering failed, 2 if the graph
-        could not be found or the format not chosen.
-    """
-    output: str | None = args.output
-    try:
-        graph = _load(args.target)
-        fmt: str = args.format or (format_for(output) if output is not None else "dot")
-    except (_UsageError, ValueError) as exc:
-        print(f"hotplumb render: error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        data = render(graph, fmt)
-    except RenderError as exc:
-        print(f"hotplumb render: error: {exc}", file=sys.stderr)
-        return 1
-    if output is not None:
-        Path(output).write_bytes(data)
-        print(f"hotplumb render: wrote {output} ({fmt})", file=sys.stderr)
-    elif fmt in _BINARY:
-        sys.stdout.flush()
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-    else:
-        sys.stdout.write(data.decode())
-        sys.stdout.flush()
-    return 0

@@ -30,11 +30,12 @@ from hotplumb._channel import MemoryChannel
 from hotplumb._clock import Clock, SystemClock
 from hotplumb._datum import Batch, Datum
 from hotplumb._errors import NotAnEntryPointError, TopologyClosedError
-from hotplumb._explain import exception_text, explain
+from hotplumb._explain import explain
+from hotplumb._format import exception_text, format_key
 from hotplumb._graph import Graph
 from hotplumb._inspect import take_snapshot
 from hotplumb._kernel import build_kernel
-from hotplumb._keys import check_key, format_key
+from hotplumb._keys import check_key
 from hotplumb._node import RestartPolicy
 from hotplumb._runner import Runner
 

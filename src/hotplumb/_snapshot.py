@@ -22,8 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hotplumb._explain import exception_message
-from hotplumb._keys import format_key
+from hotplumb._format import exception_message, format_key
 
 if TYPE_CHECKING:
     from collections.abc import Hashable, Iterator

@@ -33,20 +33,28 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from hotplumb._clock import Clock, SystemClock
-from hotplumb._graph import Graph
-from hotplumb._keys import Key, format_key, key
-from hotplumb._node import Node, sink, source
-from hotplumb._runtime import Topology, run
-from hotplumb._time import Window, rollup, timer
+from hotplumb import (
+    Clock,
+    Graph,
+    Key,
+    Node,
+    NodeStatistics,
+    SystemClock,
+    Topology,
+    Window,
+    format_key,
+    key,
+    rollup,
+    run,
+    sink,
+    source,
+    timer,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping
 
-    from hotplumb._context import Context
-    from hotplumb._datum import Datum
-    from hotplumb._graph import Factory
-    from hotplumb._snapshot import NodeStatistics
+    from hotplumb import Context, Datum, Factory
 
 __all__ = [
     "ALICE",
