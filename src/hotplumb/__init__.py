@@ -55,7 +55,7 @@ from hotplumb._errors import (
 from hotplumb._format import format_key
 from hotplumb._graph import Changelist, Factory, Graph
 from hotplumb._keys import Key, key
-from hotplumb._node import SKIP, Node, NodeKind, RestartPolicy, sink, source
+from hotplumb._node import SKIP, Node, NodeKind, Pool, RestartPolicy, sink, source
 from hotplumb._render import render, to_dot, to_mermaid, to_networkx, write
 from hotplumb._runtime import DeadLetters, ShutdownReport, Topology, run
 from hotplumb._snapshot import (
@@ -96,6 +96,7 @@ __all__ = [
     "NodeKind",
     "NodeSnapshot",
     "NodeStatistics",
+    "Pool",
     "NotAnEntryPointError",
     "ReentrantCallError",
     "RenderError",

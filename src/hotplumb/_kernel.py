@@ -38,7 +38,9 @@ import asyncio
 import enum
 import functools
 import inspect
+import pickle
 import types
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -46,7 +48,8 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from hotplumb._clock import Deadline
 from hotplumb._datum import Batch, Datum, Emission
 from hotplumb._errors import InvalidNodeCallableError
-from hotplumb._node import SKIP, Node, identity
+from hotplumb._format import exception_text
+from hotplumb._node import SKIP, Node, Pool, identity
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable
@@ -57,15 +60,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FAILED",
+    "LATENCY",
     "Kernel",
     "Mode",
     "Outputs",
     "Processor",
     "build_kernel",
     "call_each",
+    "call_one",
     "ends_task",
     "map_each",
     "pass_through",
+    "prepare_call",
 ]
 
 
@@ -119,15 +125,21 @@ class Outputs:
     """
 
     __slots__ = (
+        "_dropped_sent",
         "batch",
+        "channel",
         "extra",
         "failed",
+        "in_send",
         "filtered",
         "on_failure",
         "results",
         "route",
+        "sent",
+        "sent_at",
         "settled",
         "several",
+        "started",
         "target",
     )
 
@@ -137,11 +149,16 @@ class Outputs:
         route: Route,
         target: bool,
         on_failure: Callable[[Outputs, int, BaseException], Any],
+        channel: Any = None,
+        started: float = 0.0,
     ) -> None:
         self.batch = batch
         self.route = route
         self.target = target
         self.on_failure = on_failure
+        self.channel = channel  # where the batch came from (to put back what is unsettled)
+        self.started = started  # clock time processing began (for traces)
+        self.sent_at = started  # clock time outputs were last sent on (for latency)
         self.results: list[Any] = []
         # Invariant: settled == len(results) whenever a strategy awaits or returns.
         self.settled = 0
@@ -149,6 +166,11 @@ class Outputs:
         self.failed = 0
         self.several = 0  # entries that are _Several markers
         self.extra = 0  # outputs beyond one per produced input (negative: none)
+        # results[:sent] have been taken (sent on); filtered + failed among them.
+        self.sent = 0
+        self._dropped_sent = 0
+        # Produced inputs whose outputs were taken but are still being sent.
+        self.in_send = 0
 
     @property
     def emitted(self) -> int:
@@ -161,7 +183,13 @@ class Outputs:
         unsettled = len(self.batch.values) - self.settled
         if self.target:
             return unsettled
-        return unsettled + self.settled - self.filtered - self.failed
+        produced = self.settled - self.filtered - self.failed
+        return unsettled + produced - (self.sent - self._dropped_sent) + self.in_send
+
+    @property
+    def done(self) -> bool:
+        """Whether every input is settled."""
+        return self.settled == len(self.batch.values)
 
     def fail(self, index: int, error: BaseException) -> None:
         """Record that input ``index`` (the next one) raised ``error``."""
@@ -214,22 +242,33 @@ class Outputs:
             self.results.append(_Several(values, value_parents))
         self.settled += 1
 
-    def finish(self) -> Batch:
-        """The output batch of the inputs settled so far."""
+    def take(self) -> Batch:
+        """The output batch of the inputs settled since the last ``take``.
+
+        Its inputs count as in progress until the runner has sent it and
+        cleared ``in_send``.
+        """
         results, batch = self.results, self.batch
-        count = len(results)
+        start, count = self.sent, len(results)
+        dropped = self.filtered + self.failed
+        self.in_send = (count - start) - (dropped - self._dropped_sent)
+        self.sent = count
+        self._dropped_sent = dropped
         if not (self.filtered or self.failed or self.several):
-            # The common case: one plain output per input, sharing the input's lists.
-            if count == len(batch.values):
+            # One plain output per input: the common case shares the input's lists.
+            if not start and count == len(batch.values):
                 return Batch(results, batch.origins, self.route, batch.parents, batch.trace)
-            parents = batch.parents[:count] if batch.parents is not None else None
-            return Batch(results, batch.origins[:count], self.route, parents, batch.trace)
+            parents = batch.parents[start:count] if batch.parents is not None else None
+            return Batch(
+                results[start:count], batch.origins[start:count], self.route, parents, batch.trace
+            )
         origins_in, parents_in = batch.origins, batch.parents
         has_parents = parents_in is not None or self.several > 0
         values: list[Any] = []
         origins: list[Any] = []
         parents_out: list[tuple[Datum, ...]] = []
-        for i, result in enumerate(results):
+        for i in range(start, count):
+            result = results[i]
             if result is SKIP or result is FAILED:
                 continue
             origin = origins_in[i]
@@ -243,6 +282,14 @@ class Outputs:
                 if has_parents:
                     parents_out.append(parents_in[i] if parents_in is not None else ())
         return Batch(values, origins, self.route, parents_out if has_parents else None, batch.trace)
+
+    def peek(self) -> Batch:
+        """What ``take`` would return, without taking it (for the shutdown report)."""
+        sent, dropped, in_send = self.sent, self._dropped_sent, self.in_send
+        try:
+            return self.take()
+        finally:
+            self.sent, self._dropped_sent, self.in_send = sent, dropped, in_send
 
 
 class Processor(Protocol):
@@ -267,6 +314,14 @@ class Processor(Protocol):
     def clock(self) -> Clock:
         """The topology's clock."""
         ...
+
+    @property
+    def executor(self) -> Executor | None:
+        """The executor the node's calls run in, if it has one."""
+        ...
+
+    async def send(self, out: Outputs) -> None:
+        """Send on what ``out`` has ready (see :meth:`Outputs.take`)."""
 
 
 def ends_task(error: BaseException) -> bool:
@@ -314,77 +369,105 @@ def map_each(kernel: Kernel, node: Processor, out: Outputs) -> None:
     out.filtered += skipped
 
 
+# A node's outputs wait at most this long (on the topology's clock) after the
+# first of them is ready before they are sent on, whatever the batch's size.
+LATENCY: Final = 0.001
+
+
+def prepare_call(
+    kernel: Kernel, node: Processor, out: Outputs, index: int
+) -> tuple[tuple[Any, ...], tuple[Datum, ...]]:
+    """The arguments of the call for input ``index`` of ``out``, and that input's parents."""
+    batch = out.batch
+    value = batch.values[index]
+    parents = batch.parents[index] if batch.parents is not None else ()
+    if node.node.pass_datum:
+        value = Datum(value, batch.origins[index], out.route, None, parents, batch.trace)
+    if kernel.takes_context:
+        ctx = node.ctx
+        ctx._datum = None
+        ctx._pending = (
+            batch.values[index],
+            batch.origins[index],
+            out.route,
+            None,
+            parents,
+            batch.trace,
+        )
+        return (value, ctx), parents
+    return (value,), parents
+
+
 async def call_each(kernel: Kernel, node: Processor, out: Outputs) -> None:
-    """Call the callable for one input at a time, in order."""
-    fn, mode = kernel.fn, kernel.mode
-    ctx = node.ctx
-    spec = node.node
-    timeout = spec.timeout
-    wants_datum = spec.pass_datum
-    uses_ctx = kernel.takes_context
-    many = mode is Mode.GENERATOR or mode is Mode.ASYNC_GENERATOR
-    batch, route = out.batch, out.route
-    values, origins, parents, trace = batch.values, batch.origins, batch.parents, batch.trace
+    """Call the callable for one input at a time, in order.
+
+    Outputs are sent on as they are ready: once :data:`LATENCY` has passed on
+    the topology's clock since the last were sent, what is ready goes before
+    the next input is processed, so a slow batch never holds back what it has
+    already produced.
+    """
+    many = kernel.mode is Mode.GENERATOR or kernel.mode is Mode.ASYNC_GENERATOR
+    clock = node.clock
+    count = len(out.batch.values)
     try:
-        for i in range(out.settled, len(values)):
-            value = values[i]
-            mine: tuple[Datum, ...] = parents[i] if parents is not None else ()
-            if uses_ctx:
-                ctx._datum = None
-                ctx._pending = (value, origins[i], route, None, mine, trace)
-            arg = Datum(value, origins[i], route, None, mine, trace) if wants_datum else value
-            args = (arg, ctx) if uses_ctx else (arg,)
+        for i in range(out.settled, count):
+            args, parents = prepare_call(kernel, node, out, i)
             try:
-                if timeout is None:
-                    result = await _call(fn, mode, args)
-                else:
-                    result = await _call_timed(fn, mode, args, node, timeout)
+                result = await call_one(kernel, node, args)
             except BaseException as exc:
                 if ends_task(exc):
                     raise
                 out.fail(i, exc)
-                continue
-            if many:
-                out.add_many(result, mine)
             else:
-                out.add(result)
+                if many:
+                    out.add_many(result, parents)
+                else:
+                    out.add(result)
+            if i + 1 < count and not out.target and clock.now() - out.sent_at >= LATENCY:
+                await node.send(out)
     finally:
-        if uses_ctx:
+        if kernel.takes_context:
+            ctx = node.ctx
             ctx._datum = None
             ctx._pending = None
 
 
-async def _call(fn: Callable[..., Any], mode: Mode, args: tuple[Any, ...]) -> Any:
+async def call_one(kernel: Kernel, node: Processor, args: tuple[Any, ...]) -> Any:
+    """Call the callable once: its result, or a generator's list of yields."""
+    timeout = node.node.timeout
+    if timeout is None:
+        return await _call(kernel, node, args)
+    clock = node.clock
+    began = clock.now()
+    if (kernel.mode is Mode.PLAIN and kernel.executor is None) or kernel.mode is Mode.GENERATOR:
+        # A synchronous call cannot be interrupted: it fails after it returns late.
+        result = await _call(kernel, node, args)
+        if clock.now() - began > timeout:
+            raise TimeoutError(f"node {node.key!r} took longer than {timeout}s")
+        return result
+    # Awaited work (a coroutine, or a call in an executor, which is abandoned) is cut off.
+    bound = Deadline(clock, began + timeout)
+    try:
+        async with bound:
+            return await _call(kernel, node, args)
+    except TimeoutError:
+        if not bound.expired:
+            raise  # the callable's own TimeoutError
+    raise TimeoutError(f"node {node.key!r} took longer than {timeout}s")
+
+
+async def _call(kernel: Kernel, node: Processor, args: tuple[Any, ...]) -> Any:
+    fn, mode = kernel.fn, kernel.mode
     if mode is Mode.PLAIN:
+        if kernel.executor is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(node.executor, functools.partial(fn, *args))
         return fn(*args)
     if mode is Mode.ASYNC:
         return await fn(*args)
     if mode is Mode.GENERATOR:
         return list(fn(*args))
     return [item async for item in fn(*args)]
-
-
-async def _call_timed(
-    fn: Callable[..., Any], mode: Mode, args: tuple[Any, ...], node: Processor, timeout: float
-) -> Any:
-    clock = node.clock
-    began = clock.now()
-    if mode is Mode.PLAIN or mode is Mode.GENERATOR:
-        # A synchronous call cannot be interrupted: it fails after it returns late.
-        result = await _call(fn, mode, args)
-        late = clock.now() - began > timeout
-    else:
-        bound = Deadline(clock, began + timeout)
-        try:
-            async with bound:
-                return await _call(fn, mode, args)
-        except TimeoutError:
-            if not bound.expired:
-                raise  # the callable's own TimeoutError
-            late = True
-    if late:
-        raise TimeoutError(f"node {node.key!r} took longer than {timeout}s")
-    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,6 +481,10 @@ class Kernel:
         is_identity: Whether it is the default identity (skipped entirely).
         process: The strategy: fills an :class:`Outputs` from its batch.
         synchronous: Whether ``process`` is a plain function (else it is awaited).
+        concurrency: How many inputs may be processed at once (see
+            ``Node.concurrency``); above 1 the runner keeps a window of calls
+            in flight instead of calling ``process``.
+        executor: The node's ``executor`` (an executor or a :class:`Pool`).
     """
 
     fn: Callable[..., Any]
@@ -406,6 +493,8 @@ class Kernel:
     is_identity: bool
     process: Callable[[Kernel, Processor, Outputs], Any]
     synchronous: bool
+    concurrency: int = 1
+    executor: Executor | Pool | None = None
 
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -513,14 +602,46 @@ def build_kernel(key: Hashable, node: Node) -> Kernel:
             _check_one_arg(key, handler, name)
     if node.state is not None:
         _check_no_args(key, node.state, "state")
+    concurrency, executor = node.concurrency, node.executor
+    if executor is not None:
+        if mode is not Mode.PLAIN or is_identity:
+            raise InvalidNodeCallableError(
+                key, f"an executor runs plain callables; {fn!r} is {mode.value}"
+            )
+        if executor is Pool.PROCESSES or isinstance(executor, ProcessPoolExecutor):
+            _check_picklable(key, fn)
+    if concurrency > 1:
+        if takes_context or node.state is not None:
+            raise InvalidNodeCallableError(
+                key,
+                f"concurrency={concurrency} needs a callable that takes just the value: "
+                "inputs processed at once cannot share a context or a state",
+            )
+        if executor is None and mode not in (Mode.ASYNC, Mode.ASYNC_GENERATOR):
+            raise InvalidNodeCallableError(
+                key,
+                f"concurrency={concurrency} needs an async callable, or an executor for a "
+                f"plain one; {fn!r} is {'the identity' if is_identity else mode.value}",
+            )
     process: Callable[[Kernel, Processor, Outputs], Any]
     if is_identity:
         process, synchronous = pass_through, True
-    elif mode is Mode.PLAIN and not takes_context and node.timeout is None:
+    elif mode is Mode.PLAIN and not takes_context and node.timeout is None and executor is None:
         process, synchronous = map_each, True
     else:
         process, synchronous = call_each, False
-    return Kernel(fn, mode, takes_context, is_identity, process, synchronous)
+    return Kernel(fn, mode, takes_context, is_identity, process, synchronous, concurrency, executor)
+
+
+def _check_picklable(key: Hashable, fn: Callable[..., Any]) -> None:
+    try:
+        pickle.dumps(fn)
+    except Exception as exc:
+        raise InvalidNodeCallableError(
+            key,
+            f"{fn!r} cannot be sent to a process pool ({exception_text(exc)}); "
+            "define it at module level, not as a lambda or closure",
+        ) from None
 
 
 def _check_no_args(key: Hashable, fn: Callable[..., Any], what: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -20,7 +21,7 @@ from hotplumb._keys import check_key
 if TYPE_CHECKING:
     from hotplumb._context import Context
 
-__all__ = ["SKIP", "Node", "NodeKind", "RestartPolicy", "identity", "sink", "source"]
+__all__ = ["SKIP", "Node", "NodeKind", "Pool", "RestartPolicy", "identity", "sink", "source"]
 
 
 class _Skip(enum.Enum):
@@ -50,6 +51,24 @@ class NodeKind(enum.Enum):
     """A sink that must exist; the graph is resolved from its targets."""
     TIMER = "timer"
     """A source that emits ticks on a clock."""
+
+
+class Pool(enum.Enum):
+    """An executor the topology owns, for ``Node(executor=...)``.
+
+    The topology makes it when a node first needs it and shuts it down when it
+    closes. To size or configure a pool yourself, pass your own
+    :class:`concurrent.futures.Executor` instead (you then shut it down).
+    """
+
+    THREADS = "threads"
+    """A :class:`~concurrent.futures.ThreadPoolExecutor`: for blocking calls."""
+    PROCESSES = "processes"
+    """A :class:`~concurrent.futures.ProcessPoolExecutor` (spawned workers): for
+    CPU-bound calls. The callable and the values must pickle."""
+
+    def __repr__(self) -> str:
+        return f"hotplumb.Pool.{self.name}"
 
 
 def identity(value: Any) -> Any:
@@ -131,6 +150,17 @@ class Node:
             output goes to the readers ahead of the change (or of the close),
             so it is processed by the versions that processed the data it
             summarises. A rollup flushes its open window as a partial summary.
+        concurrency: How many inputs the node processes at once (an ``async
+            def`` or async generator callable, or a plain one with an
+            ``executor``). Outputs still leave in input order, and each input's
+            error, timeout and provenance are its own; a live change switches
+            the node only once every input in flight has settled. A node that
+            takes the context or has a state must keep the default, 1.
+        executor: Run the (plain) callable off the event loop: a
+            :class:`concurrent.futures.Executor` you own, or :attr:`Pool.THREADS`
+            / :attr:`Pool.PROCESSES` for one the topology owns. With
+            ``concurrency=k``, up to ``k`` calls are in the executor at once.
+            A ``timeout`` stops waiting for a call; it cannot stop the call.
 
     Example:
         >>> plus1 = Node(lambda x: x + 1, inputs=["numbers"])
@@ -153,6 +183,8 @@ class Node:
     restart: RestartPolicy | None = None
     kind: NodeKind | None = None
     flush: Callable[[Context], Any] | None = None
+    concurrency: int = 1
+    executor: Executor | Pool | None = None
 
     if TYPE_CHECKING:
         # What type checkers see of the generated __init__: ``inputs`` takes any
@@ -174,9 +206,20 @@ class Node:
             restart: RestartPolicy | None = None,
             kind: NodeKind | None = None,
             flush: Callable[[Context], Any] | None = None,
+            concurrency: int = 1,
+            executor: Executor | Pool | None = None,
         ) -> None: ...
 
     def __post_init__(self) -> None:
+        if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int):
+            raise TypeError(f"Node concurrency must be an int >= 1, got {self.concurrency!r}")
+        if self.concurrency < 1:
+            raise ValueError(f"Node concurrency must be an int >= 1, got {self.concurrency!r}")
+        if self.executor is not None and not isinstance(self.executor, Executor | Pool):
+            raise TypeError(
+                "Node executor must be a concurrent.futures.Executor or a hotplumb.Pool, "
+                f"got {self.executor!r}"
+            )
         inputs: Any = self.inputs  # callers may pass any iterable; normalised here
         if type(inputs) is not tuple:
             if isinstance(inputs, str | bytes) or not isinstance(inputs, Iterable):

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, Protocol
 
 from hotplumb._change import Aligner, Barrier, receive
 from hotplumb._context import Context
 from hotplumb._datum import Batch, Datum, Emission, NodeError, Route, Trace
 from hotplumb._errors import NodeFailedError, TopologyClosedError
-from hotplumb._kernel import FAILED, Outputs, ends_task
+from hotplumb._kernel import FAILED, LATENCY, Mode, Outputs, call_one, ends_task, prepare_call
 from hotplumb._node import SKIP
 from hotplumb._snapshot import NodeStatistics
 
@@ -42,9 +43,9 @@ if TYPE_CHECKING:
     from hotplumb._channel import Channel
     from hotplumb._clock import Clock
     from hotplumb._kernel import Kernel
-    from hotplumb._node import Node, RestartPolicy
+    from hotplumb._node import Node, Pool, RestartPolicy
 
-__all__ = ["Crash", "NodeHost", "Runner"]
+__all__ = ["Crash", "NodeHost", "Runner", "Window"]
 
 
 # Seconds an idle node's task waits for more input before it ends.
@@ -94,6 +95,10 @@ class NodeHost(Protocol):
     def task_died(self, key: Hashable, version: int, error: BaseException, fatal: bool) -> None:
         """Report that a node's task (or source) died; ``fatal``: past its restart policy."""
 
+    def pool(self, kind: Pool) -> Executor:
+        """The executor of that kind the topology owns (made on first use)."""
+        ...
+
 
 class Crash(Exception):
     """The node's own machinery failed (its ``on_error`` raised): its task dies."""
@@ -101,6 +106,63 @@ class Crash(Exception):
     def __init__(self, error: BaseException) -> None:
         super().__init__(error)
         self.error = error
+
+
+class _Outcome:
+    """How one call in flight ended: its result, or the exception it raised."""
+
+    __slots__ = ("error", "result")
+
+    def __init__(self, result: Any = None, error: BaseException | None = None) -> None:
+        self.result = result
+        self.error = error
+
+
+async def _outcome(call: Coroutine[Any, Any, Any]) -> _Outcome:
+    try:
+        return _Outcome(await call)
+    except BaseException as exc:
+        if ends_task(exc):
+            raise
+        return _Outcome(error=exc)
+
+
+class Window:
+    """The calls in flight of a concurrent node, oldest first.
+
+    Each call runs in a task of its own; the runner owns them (it cancels them
+    when its task ends) and settles them in the order they started, so the
+    node's outputs leave in input order.
+    """
+
+    __slots__ = ("calls", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.calls: deque[tuple[Outputs, tuple[Datum, ...], asyncio.Task[_Outcome]]] = deque()
+
+    @property
+    def full(self) -> bool:
+        """Whether as many calls as allowed are in flight."""
+        return len(self.calls) >= self.size
+
+    def start(
+        self, out: Outputs, parents: tuple[Datum, ...], call: Coroutine[Any, Any, Any]
+    ) -> None:
+        """Start ``call`` for the next unstarted input of ``out``."""
+        self.calls.append((out, parents, asyncio.ensure_future(_outcome(call))))
+
+    async def oldest(self) -> tuple[Outputs, tuple[Datum, ...], _Outcome]:
+        """Wait for the oldest call; return its batch's outputs, parents and outcome."""
+        out, parents, task = self.calls[0]
+        outcome = await asyncio.shield(task)  # cancelling the runner must not cancel it here
+        self.calls.popleft()
+        return out, parents, outcome
+
+    def cancel(self) -> None:
+        """Cancel every call in flight (their inputs are put back or reported)."""
+        while self.calls:
+            self.calls.pop()[2].cancel()
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
@@ -119,8 +181,8 @@ class Runner:
         "_rr",
         "_waiter",
         "aligner",
+        "busy",
         "ctx",
-        "current",
         "emitted",
         "entry",
         "failed",
@@ -140,6 +202,7 @@ class Runner:
         "stopped",
         "task",
         "version",
+        "window",
     )
 
     def __init__(
@@ -173,10 +236,13 @@ class Runner:
         self.received = self.emitted = self.filtered = self.failed = self.restarts = 0
         self.last_error: NodeError | None = None
         # What the node holds, for statistics and the shutdown report: the
-        # input batch being processed with what it produced so far (`current`),
-        # or an output batch being sent to the readers (`sending`).
-        self.current: Outputs | None = None
+        # input batches being processed, oldest first, each with what it
+        # produced so far (`busy`: at most one unless the node is concurrent),
+        # and an output batch being sent to the readers (`sending`).
+        self.busy: deque[Outputs] = deque()
         self.sending: Batch | None = None
+        # The calls in flight of a concurrent node (None for one at a time).
+        self.window: Window | None = Window(kernel.concurrency) if kernel.concurrency > 1 else None
         self.started = False
         self.stopped = False
         self.flushed = False  # whether the node's flush ran (at most once)
@@ -194,6 +260,22 @@ class Runner:
     def clock(self) -> Clock:
         """The topology's clock (for the kernel's strategies)."""
         return self._host.clock
+
+    @property
+    def executor(self) -> Executor | None:
+        """The executor the node's calls run in, if it has one."""
+        executor = self.kernel.executor
+        if executor is None or isinstance(executor, Executor):
+            return executor
+        return self._host.pool(executor)
+
+    def _fit_window(self) -> None:
+        """After a switch: a window as wide as the (new) kernel's concurrency."""
+        concurrency = self.kernel.concurrency
+        if concurrency == 1:
+            self.window = None
+        elif self.window is None or self.window.size != concurrency:
+            self.window = Window(concurrency)
 
     # -- wiring -----------------------------------------------------------------
 
@@ -261,6 +343,8 @@ class Runner:
             # Synchronous with the loop's last look at its inputs: a message
             # that arrives after this starts a new task.
             self.task = None
+            if self.window is not None:
+                self.window.cancel()  # the task was cancelled: its calls go with it
 
     async def _record_death(self, error: BaseException) -> None:
         policy = self.node.restart or self._host.restart
@@ -286,6 +370,9 @@ class Runner:
         while True:
             message, channel = self._take()
             if channel is None:
+                if self.window is not None and self.window.calls:
+                    await self._settle_oldest()  # nothing new: finish what is in flight
+                    continue
                 if lingered:
                     return  # idle: the task ends; wake() starts a new one
                 # Linger a little before ending: under a steady trickle of data
@@ -303,13 +390,20 @@ class Runner:
                 continue
             lingered = False
             if type(message) is Batch:
-                await self._process(message, channel)
+                if self.window is None:
+                    await self._process(message, channel)
+                else:
+                    await self._submit(message, channel)
             elif type(message) is Barrier:
+                if self.window is not None:
+                    # The node switches only once every input in flight has settled.
+                    await self._settle_all()
                 inputs = self.node.inputs
                 if receive(self, self.aligner, message, channel):
                     return
                 if self.node.inputs != inputs:
                     self._forget_routes()
+                self._fit_window()
             else:  # pragma: no cover - only batches and barriers are ever sent
                 raise AssertionError(f"unexpected message {message!r}")
 
@@ -333,7 +427,8 @@ class Runner:
 
     # -- data -------------------------------------------------------------------
 
-    def _route(self, incoming: Route | None) -> Route:
+    def route_for(self, incoming: Route | None) -> Route:
+        """The interned route this node extends ``incoming`` to (``None``: its own root)."""
         route = self._routes.get(incoming)
         if route is None:
             route = self._routes[incoming] = Route(self.key, incoming)
@@ -344,43 +439,65 @@ class Runner:
         inputs = set(self.node.inputs)
         self._routes = {r: out for r, out in self._routes.items() if r is None or r.key in inputs}
 
-    async def _process(self, batch: Batch, channel: Channel) -> None:
+    def _start(self, batch: Batch, channel: Channel) -> Outputs:
+        """Take ``batch`` in: count it, and make the accumulator of its outputs."""
         self.received += len(batch.values)
         route = self._routes.get(batch.route)
         if route is None:
-            route = self._route(batch.route)
+            route = self.route_for(batch.route)
+        started = self._host.clock.now()
+        out = Outputs(batch, route, not self.outputs, self._failed, channel, started)
+        self.busy.append(out)
+        return out
+
+    async def _process(self, batch: Batch, channel: Channel) -> None:
+        """Process ``batch`` with the kernel's strategy and send its outputs on."""
+        out = self._start(batch, channel)
         kernel = self.kernel
-        host = self._host
-        started = host.clock.now() if host.trace else 0.0
-        out = self.current = Outputs(batch, route, not self.outputs, self._failed)
         try:
             if kernel.synchronous:
                 kernel.process(kernel, self, out)
             else:
                 await kernel.process(kernel, self, out)
         except Crash:
-            # The unsettled rest goes back for the restarted task (which counts
-            # it when it takes it again); what was produced goes on.
-            rest = batch.tail(out.settled)
-            if rest.values:
-                channel.push_front(rest)
-                self.received -= len(rest.values)
-                out.batch = batch.head(out.settled)
-            produced = out.finish()
-            if produced.values:
-                await self._send(produced, batch.trace, started)
-            self._settle(out)
+            await self._crashed()
             raise
-        produced = out.finish()
-        if produced.values:
-            await self._send(produced, batch.trace, started)
+        await self.send(out)
         self._settle(out)
 
+    async def send(self, out: Outputs) -> None:
+        """Send on what ``out`` has ready (called by strategies as outputs are produced)."""
+        produced = out.take()
+        out.sent_at = self._host.clock.now()
+        if produced.values:
+            await self._send(produced, out.batch.trace, out.started)
+        out.in_send = 0
+
     def _settle(self, out: Outputs) -> None:
+        """``out`` is done and sent: fold its counters into the node's totals."""
         self.emitted += out.emitted
         self.filtered += out.filtered
         self.failed += out.failed
-        self.current = None
+        self.busy.remove(out)
+
+    async def _crashed(self) -> None:
+        """The task dies: send what was produced, put back what was not settled.
+
+        The restarted task takes the unsettled inputs again (and counts them
+        again); inputs whose calls were in flight are processed again.
+        """
+        window = self.window
+        if window is not None:
+            window.cancel()
+        for out in reversed(self.busy):
+            rest = out.batch.tail(out.settled)
+            if rest.values:
+                out.channel.push_front(rest)
+                self.received -= len(rest.values)
+                out.batch = out.batch.head(out.settled)
+        for out in list(self.busy):
+            await self.send(out)
+            self._settle(out)
 
     async def _send(self, out: Batch, previous: Trace | None, started: float) -> None:
         if self._host.trace:
@@ -391,6 +508,48 @@ class Runner:
         for channel in self.outputs:
             await channel.put(out)
         self.sending = None
+
+    # -- concurrency -------------------------------------------------------------
+
+    async def _submit(self, batch: Batch, channel: Channel) -> None:
+        """Start calls for the inputs of ``batch``, settling the oldest when the window is full."""
+        window = self.window
+        assert window is not None
+        out = self._start(batch, channel)
+        for index in range(len(batch.values)):
+            while window.full:
+                await self._settle_oldest()
+            args, parents = prepare_call(self.kernel, self, out, index)
+            window.start(out, parents, call_one(self.kernel, self, args))
+
+    async def _settle_oldest(self) -> None:
+        """Wait for the oldest call in flight, record its result, send what is ready."""
+        window = self.window
+        assert window is not None
+        out, parents, outcome = await window.oldest()
+        index = out.settled
+        try:
+            if outcome.error is not None:
+                out.fail(index, outcome.error)
+            elif self.kernel.mode is Mode.ASYNC_GENERATOR:
+                out.add_many(outcome.result, parents)
+            else:
+                out.add(outcome.result)
+        except Crash:
+            await self._crashed()
+            raise
+        if out.done or not window.calls or self._host.clock.now() - out.sent_at >= LATENCY:
+            # In order: every earlier batch is done and sent, or it would be the oldest.
+            await self.send(out)
+            if out.done:
+                self._settle(out)
+
+    async def _settle_all(self) -> None:
+        """Wait until every call in flight has settled and its outputs are sent."""
+        window = self.window
+        assert window is not None
+        while window.calls:
+            await self._settle_oldest()
 
     def _failed(self, out: Outputs, index: int, error: BaseException) -> Any:
         """Input ``index`` of ``out`` raised: return a replacement or ``FAILED``."""
@@ -423,7 +582,7 @@ class Runner:
         if flush is None or self.flushed:
             return
         self.flushed = True
-        route = self._route(None)
+        route = self.route_for(None)
         try:
             result = flush(self.ctx)
         except Exception as exc:
@@ -443,32 +602,30 @@ class Runner:
 
     def held(self) -> list[tuple[Batch, bool]]:
         """What this node holds and has not passed on: ``(batch, is_output)`` pairs."""
-        if self.sending is not None:
-            return [(self.sending, True)]
-        out = self.current
-        if out is None:
-            return []
         held: list[tuple[Batch, bool]] = []
-        rest = out.batch.tail(out.settled) if out.settled else out.batch
-        if rest.values:
-            held.append((rest, False))
-        produced = out.finish()
-        if produced.values:
-            held.append((produced, True))
+        if self.sending is not None:
+            held.append((self.sending, True))
+        for out in self.busy:
+            rest = out.batch.tail(out.settled) if out.settled else out.batch
+            if rest.values:
+                held.append((rest, False))
+            produced = out.peek()
+            if produced.values:
+                held.append((produced, True))
         return held
 
     def statistics(self, input_depth: int, input_capacity: int) -> NodeStatistics:
-        """The node's counters now, with the batch in hand."""
-        out = self.current
+        """The node's counters now, with the batches in hand."""
+        busy = self.busy
         return NodeStatistics(
             key=self.key,
             version=self.version,
             received=self.received,
-            emitted=self.emitted + (out.emitted if out is not None else 0),
-            filtered=self.filtered + (out.filtered if out is not None else 0),
-            failed=self.failed + (out.failed if out is not None else 0),
+            emitted=self.emitted + sum(out.emitted for out in busy),
+            filtered=self.filtered + sum(out.filtered for out in busy),
+            failed=self.failed + sum(out.failed for out in busy),
             restarts=self.restarts,
-            in_progress=out.in_progress if out is not None else 0,
+            in_progress=sum(out.in_progress for out in busy),
             input_depth=input_depth,
             input_capacity=input_capacity,
         )

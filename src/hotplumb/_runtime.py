@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 from collections import deque
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -36,7 +38,7 @@ from hotplumb._graph import Graph
 from hotplumb._inspect import take_snapshot
 from hotplumb._kernel import build_kernel
 from hotplumb._keys import check_key
-from hotplumb._node import RestartPolicy
+from hotplumb._node import Pool, RestartPolicy
 from hotplumb._runner import Runner
 
 if TYPE_CHECKING:
@@ -275,6 +277,7 @@ class _Core:
         self.entries: dict[Hashable, Channel] = {}
         self.changes = Changes(self)
         self.node_tasks: dict[asyncio.Task[None], Hashable] = {}  # a node's task -> its key
+        self.pools: dict[Pool, Executor] = {}  # the executors the topology owns
         self.closing = False
         self.closed = False
         self.report: ShutdownReport | None = None
@@ -310,6 +313,26 @@ class _Core:
 
     def task_died(self, key: Hashable, version: int, error: BaseException, fatal: bool) -> None:
         self.failures.died(key, version, error, fatal)
+
+    def pool(self, kind: Pool) -> Executor:
+        executor = self.pools.get(kind)
+        if executor is None:
+            if kind is Pool.PROCESSES:
+                # Spawned, not forked: forking a process that runs an event loop
+                # (and threads) is unsafe.
+                context = multiprocessing.get_context("spawn")
+                executor = ProcessPoolExecutor(mp_context=context)
+            else:
+                executor = ThreadPoolExecutor(thread_name_prefix="hotplumb")
+            self.pools[kind] = executor
+        return executor
+
+    def _shut_pools(self) -> list[Executor]:
+        pools = list(self.pools.values())
+        self.pools.clear()
+        for executor in pools:
+            executor.shutdown(wait=False, cancel_futures=True)
+        return pools
 
     # -- for changes (ChangeHost) ------------------------------------------------
 
@@ -447,6 +470,9 @@ class _Core:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for executor in self._shut_pools():
+            # Waiting for the workers to end blocks: do it off the event loop.
+            await asyncio.to_thread(executor.shutdown, wait=True)
         return self.finish(drained)
 
     def abort(self) -> ShutdownReport:
@@ -458,6 +484,7 @@ class _Core:
             runner.stop_producer()
             if runner.task is not None:
                 runner.task.cancel()
+        self._shut_pools()
         return self.finish(False)
 
     def finish(self, drained: bool) -> ShutdownReport:
@@ -469,9 +496,9 @@ class _Core:
                 held.extend((m, False) for m in channel.close() if type(m) is Batch)
             for batch, is_output in held:
                 if is_output:  # its route already ends at this node
-                    route = batch.route if batch.route is not None else runner._route(None)
+                    route = batch.route if batch.route is not None else runner.route_for(None)
                 else:
-                    route = runner._route(batch.route)
+                    route = runner.route_for(batch.route)
                 undelivered.extend(batch.data(route))
         unflushed = tuple(
             r.key for r in self.runners() if r.node.flush is not None and not r.flushed
