@@ -334,6 +334,31 @@ async def test_a_node_raising_stop_iteration_fails_those_items_and_delivers_the_
     assert sorted(seen) == list(range(14))
 
 
+async def test_closing_at_once_after_stop_iteration_reports_every_item() -> None:
+    def odd_stops(x: int) -> int:
+        if x % 2:
+            raise StopIteration(x)
+        return x
+
+    _, slow = blocking()
+    got: list[hp.Datum] = []
+    graph = hp.Graph(
+        {
+            "numbers": hp.Node(),
+            "evens": hp.Node(odd_stops, inputs=["numbers"]),
+            "slow": hp.Node(slow, inputs=["evens"]),
+            "out": hp.sink(got.append, inputs=["slow"]),
+        }
+    )
+    async with asyncio.timeout(BOUND), hp.run(graph) as topo:
+        await topo.inject_many("numbers", range(10))
+        await wait_all_tasks_blocked()  # "slow" holds the evens
+        report = await topo.close(drain=False)
+    assert got == []
+    assert sorted(d.origin for d in topo.errors) == [1, 3, 5, 7, 9]
+    assert sorted(d.origin for d in report.undelivered) == [0, 2, 4, 6, 8]
+
+
 # -- 5. a CancelledError that is not the node's own cancellation --------------------
 
 
@@ -652,6 +677,7 @@ async def test_every_failure_is_logged_with_the_node_and_provenance(
         assert f"origin: {origin}" in text
         assert f"bad reading {origin}" in text
         assert getattr(record, "hotplumb_key", None) == "check"
+        assert getattr(record, "hotplumb_version", None) == 0
 
 
 async def test_a_failure_storm_is_rate_limited_with_a_count_of_what_was_not_logged(
