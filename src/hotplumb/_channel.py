@@ -29,6 +29,14 @@ What an implementation must guarantee (the live-change protocol in
    (:meth:`Consumer.wake`), so an idle node starts when input arrives.
 
 Only the consumer's task calls ``take`` and ``push_front``.
+
+Coalescing. :class:`MemoryChannel` merges a batch put right behind another
+batch from the same route (plain data: no parents, no trace) into it, up to
+:data:`COALESCE` items, so values injected one at a time, or produced one at a
+time by a source, travel onwards as one batch. It only ever merges with the
+message at the tail, so it never merges across a control message; the merged
+batch is the channel's own copy until the consumer takes it, so a batch
+shared by several readers is never changed.
 """
 
 from __future__ import annotations
@@ -43,7 +51,10 @@ from hotplumb._errors import TopologyClosedError
 if TYPE_CHECKING:
     from collections.abc import Hashable
 
-__all__ = ["Channel", "Consumer", "MemoryChannel"]
+__all__ = ["COALESCE", "Channel", "Consumer", "MemoryChannel"]
+
+COALESCE = 1024
+"""The most items a channel merges consecutive small batches into."""
 
 
 class Consumer(Protocol):
@@ -120,7 +131,16 @@ class MemoryChannel:
         closed: Whether it refuses data.
     """
 
-    __slots__ = ("_buffer", "_space", "capacity", "closed", "consumer", "producer", "size")
+    __slots__ = (
+        "_buffer",
+        "_own",
+        "_space",
+        "capacity",
+        "closed",
+        "consumer",
+        "producer",
+        "size",
+    )
 
     def __init__(self, producer: Hashable | None, consumer: Consumer, capacity: int) -> None:
         self.producer = producer
@@ -134,6 +154,9 @@ class MemoryChannel:
         self._buffer: deque[Any] | None = None
         # Putters waiting for space, oldest first (rarely more than one).
         self._space: list[asyncio.Future[None]] = []
+        # The batch at the tail that this channel made by merging, and so may
+        # extend; None once the consumer has taken it (or any other put).
+        self._own: Batch | None = None
 
     def __len__(self) -> int:
         return len(self._buffer) if self._buffer is not None else 0
@@ -145,6 +168,26 @@ class MemoryChannel:
         if self._buffer is None:
             self._buffer = deque()
         self._buffer.append(message)
+        self._own = None
+
+    def _append_batch(self, batch: Batch) -> None:
+        buffer = self._buffer
+        if buffer is not None and batch.parents is None and batch.trace is None:
+            last = buffer[-1]
+            if (
+                type(last) is Batch
+                and last.route is batch.route
+                and last.parents is None
+                and last.trace is None
+                and len(last.values) + len(batch.values) <= COALESCE
+            ):
+                if last is not self._own:
+                    last = Batch(list(last.values), list(last.origins), last.route)
+                    buffer[-1] = self._own = last
+                last.values.extend(batch.values)
+                last.origins.extend(batch.origins)
+                return
+        self._append(batch)
 
     async def put(self, batch: Batch) -> None:
         """Append ``batch``, waiting while the channel is full.
@@ -159,7 +202,7 @@ class MemoryChannel:
                 f"{self.consumer.key!r} takes no more data: the topology closed, or a live "
                 "change removed it (or its input) while the call waited"
             )
-        self._append(batch)
+        self._append_batch(batch)
         self.size += len(batch.values)
         self.consumer.wake()
         if self._space and self.size < self.capacity:
@@ -189,7 +232,7 @@ class MemoryChannel:
 
     def force_put(self, batch: Batch) -> None:
         """Append ``batch`` now, even past capacity (for data that must precede what follows)."""
-        self._append(batch)
+        self._append_batch(batch)
         self.size += len(batch.values)
         self.consumer.wake()
 
@@ -197,6 +240,7 @@ class MemoryChannel:
         """Put ``batch`` back at the head (a restarted consumer takes it first)."""
         if self._buffer is None:
             self._buffer = deque()
+            self._own = None
         self._buffer.appendleft(batch)
         self.size += len(batch.values)
 
@@ -207,6 +251,7 @@ class MemoryChannel:
         message = buffer.popleft()
         if not buffer:
             self._buffer = None
+            self._own = None  # it was the tail: the consumer has it now
         if type(message) is Batch:
             self.size -= len(message.values)
             if self._space and self.size < self.capacity:
