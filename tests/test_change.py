@@ -256,6 +256,30 @@ def test_replacing_a_node_in_a_chain_switches_it_and_its_ancestors_only() -> Non
     assert plan.stopped == frozenset()
 
 
+def test_replacing_a_join_puts_every_branch_into_the_region() -> None:
+    old = hp.Graph(
+        {
+            "src": hp.Node(),
+            "slow": hp.Node(fn("slow"), inputs=["src"]),
+            "fast": hp.Node(fn("fast"), inputs=["src"]),
+            "join": hp.Node(lambda a, b: (a, b), inputs=["slow", "fast"]),
+            "out": hp.sink(lambda d: None, inputs=["join"]),
+            "other": hp.Node(),
+            "out2": hp.sink(lambda d: None, inputs=["other"]),
+        }
+    )
+    join = hp.Node(lambda a, b: (b, a), inputs=["slow", "fast"])
+    change = Change(old, old.add_node("join", join))
+    assert change.untouched()
+    assert change.plan.region == {"src", "slow", "fast", "join"}  # not "out", "other", "out2"
+    assert set(change.plan.switches) == {"join"}
+    assert change.plan.switches["join"].inputs == (
+        change.into("join", "slow"),
+        change.into("join", "fast"),
+    )
+    assert change.plan.sources == ("src",)
+
+
 def test_a_kept_channel_takes_the_new_capacity_at_the_cut_not_before() -> None:
     old = chain()
     new = old.add_node("b", hp.Node(fn("b2"), inputs=["a"], capacity=2))
