@@ -161,7 +161,9 @@ def channel_into(
 class Change:
     """A change from ``old`` to ``new`` planned over fake members, with what it made."""
 
-    def __init__(self, old: hp.Graph, new: hp.Graph, *, capacity: int = 8, generation: int = 7):
+    def __init__(
+        self, old: hp.Graph, new: hp.Graph, *, capacity: int = 8, generation: int = 7
+    ) -> None:
         self.running, self.entries = wire(old, capacity)
         self.before = fields(self.running)
         self.changes = old.diff(new)
