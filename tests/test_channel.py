@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from hotplumb import TopologyClosedError
-from hotplumb._channel import MemoryChannel
-from hotplumb._datum import Batch
+from hotplumb._channel import COALESCE, MemoryChannel
+from hotplumb._datum import Batch, Route
 from hotplumb.testing import wait_all_tasks_blocked
 
 if TYPE_CHECKING:
@@ -36,8 +36,9 @@ class Reader:
 
 
 def batch(*values: Any) -> Batch:
+    """A batch of its own route, so the channel never merges it with another."""
     items = list(values)
-    return Batch(items, items, None)
+    return Batch(items, items, Route(("route", id(items))))
 
 
 def channel(capacity: int) -> MemoryChannel:
@@ -170,11 +171,6 @@ async def test_a_new_putter_queues_behind_waiting_ones_even_when_there_is_space(
     assert values(taken) == [["full"], ["a"], ["b"], ["late"]]
 
 
-@pytest.mark.xfail(
-    reason="a woken putter whose space is taken by force_put before it runs queues again "
-    "at the back, behind putters that started waiting after it",
-    strict=True,
-)
 async def test_a_woken_putter_keeps_its_place_when_force_put_takes_the_space() -> None:
     ch = channel(1)
     await ch.put(batch("full"))
@@ -350,3 +346,68 @@ async def test_a_cancelled_putter_does_not_hold_up_a_later_one() -> None:
     ch.capacity = 2  # as a live change's cut may do: now there is space
     await asyncio.wait_for(ch.put(batch(2)), 1)  # nobody real waits ahead of it
     assert values(drain(ch)) == [[1], [2]]
+
+
+# coalescing ------------------------------------------------------------------------
+
+
+def plain(route: Route | None, *values: Any) -> Batch:
+    items = list(values)
+    return Batch(items, list(items), route)
+
+
+async def test_consecutive_batches_of_one_route_are_merged_into_one() -> None:
+    ch = channel(100)
+    route = Route("a")
+    shared = plain(route, 1)
+    await ch.put(shared)
+    await ch.put(plain(route, 2, 3))
+    ch.force_put(plain(route, 4))
+    assert ch.size == 4
+    assert len(ch) == 1
+    (merged,) = drain(ch)
+    assert merged.values == [1, 2, 3, 4]
+    assert merged.origins == [1, 2, 3, 4]
+    assert merged.route is route
+    assert shared.values == [1]  # a batch put (and maybe shared with other readers) is not changed
+
+
+async def test_merging_never_crosses_a_control_message() -> None:
+    ch = channel(100)
+    route = Route("a")
+    mark = object()
+    await ch.put(plain(route, 1))
+    ch.put_control(mark)
+    await ch.put(plain(route, 2))
+    await ch.put(plain(route, 3))
+    assert values(drain(ch)) == [[1], mark, [2, 3]]
+
+
+async def test_batches_of_other_routes_or_with_parents_or_traces_are_not_merged() -> None:
+    ch = channel(100)
+    a, b = Route("a"), Route("b")
+    await ch.put(plain(a, 1))
+    await ch.put(plain(b, 2))
+    await ch.put(Batch([3], [3], b, parents=[()]))
+    await ch.put(plain(b, 4))
+    assert values(drain(ch)) == [[1], [2], [3], [4]]
+
+
+async def test_a_batch_the_consumer_took_is_not_extended() -> None:
+    ch = channel(100)
+    route = Route("a")
+    await ch.put(plain(route, 1))
+    await ch.put(plain(route, 2))
+    taken = ch.take()
+    await ch.put(plain(route, 3))
+    assert taken.values == [1, 2]
+    assert values(drain(ch)) == [[3]]
+
+
+async def test_a_merged_batch_holds_at_most_coalesce_items() -> None:
+    ch = channel(10 * COALESCE)
+    route = Route("a")
+    for i in range(COALESCE + 1):
+        await ch.put(plain(route, i))
+    sizes = [len(b.values) for b in drain(ch)]
+    assert sizes == [COALESCE, 1]

@@ -418,6 +418,15 @@ def plan_change(
     def outputs_of(key: Hashable) -> tuple[Channel, ...]:
         return tuple(channel_into(r, key) for r in new.readers_of(key))
 
+    # A redefined producer's output capacity applies to its kept channels into
+    # readers that do not switch (those that do got theirs above).
+    for key in (changes.replaced | changes.rewired) & running.keys():
+        node = new.nodes[key]
+        for reader in new.readers_of(key):
+            if reader not in inputs:
+                size = edge_capacity(node, new.nodes[reader], capacity)
+                capacities.append((channel_into(reader, key), size))
+
     switches: dict[Hashable, Switch] = {}
     for key in switching:
         if key in changes.removed:

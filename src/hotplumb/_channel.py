@@ -210,9 +210,13 @@ class MemoryChannel:
 
     async def _wait_for_space(self) -> None:
         loop = asyncio.get_running_loop()
+        woken = False
         while (self.size >= self.capacity or self._space) and not self.closed:
             waiter: asyncio.Future[None] = loop.create_future()
-            self._space.append(waiter)
+            if woken:
+                self._space.insert(0, waiter)  # the space went before we ran: keep our place
+            else:
+                self._space.append(waiter)
             try:
                 await waiter
             except BaseException:
@@ -224,6 +228,7 @@ class MemoryChannel:
                 raise
             if self.size < self.capacity:
                 return
+            woken = True
 
     def put_control(self, message: object) -> None:
         """Append a control message; never waits (control is not counted)."""
