@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 from hotplumb._format import format_key
@@ -317,11 +318,18 @@ class Batch:
 
     def data(self, route: Route) -> list[Datum]:
         """The items as :class:`Datum` values at ``route``."""
-        parents = self.parents or [()] * len(self.values)
-        return [
-            Datum(v, o, route, None, p, self.trace)
-            for v, o, p in zip(self.values, self.origins, parents, strict=True)
-        ]
+        parents = self.parents if self.parents is not None else repeat(())
+        return list(
+            map(
+                Datum,
+                self.values,
+                self.origins,
+                repeat(route),
+                repeat(None),
+                parents,
+                repeat(self.trace),
+            )
+        )
 
     def __repr__(self) -> str:
         return f"Batch({len(self.values)} items via {self.route!r})"

@@ -407,13 +407,26 @@ async def call_each(kernel: Kernel, node: Processor, out: Outputs) -> None:
     already produced.
     """
     many = kernel.mode is Mode.GENERATOR or kernel.mode is Mode.ASYNC_GENERATOR
+    # The common case, awaited directly: an async def of the value, no timeout.
+    direct = (
+        kernel.mode is Mode.ASYNC
+        and node.node.timeout is None
+        and not kernel.takes_context
+        and not node.node.pass_datum
+    )
+    fn = kernel.fn
+    values = out.batch.values
     clock = node.clock
-    count = len(out.batch.values)
+    count = len(values)
     try:
         for i in range(out.settled, count):
-            args, parents = prepare_call(kernel, node, out, i)
             try:
-                result = await call_one(kernel, node, args)
+                parents: tuple[Datum, ...] = ()
+                if direct:
+                    result = await fn(values[i])
+                else:
+                    args, parents = prepare_call(kernel, node, out, i)
+                    result = await call_one(kernel, node, args)
             except BaseException as exc:
                 if ends_task(exc):
                     raise
