@@ -7,7 +7,7 @@ change travels.
 
 The steps, each with the code that implements it:
 
-1. **Plan** (:func:`plan_change`, a pure value). From ``old.diff(new)``:
+1. **Plan** (:func:`plan_steps`, a pure value). From ``old.diff(new)``:
    the *switching* nodes are the running ones that are removed, replaced,
    rewired or whose readers change; the *region* is them and all their
    ancestors in the running graph. For each switching node the plan holds a
@@ -17,15 +17,20 @@ The steps, each with the code that implements it:
    close; the generator sources that stop; the kept channels whose capacity
    changes. New channels are made, but no running node is touched: if
    anything before the cut fails (a bad callable, a failing state factory),
-   nothing has changed.
-2. **Cut** (:func:`cut`, one synchronous step, no ``await``). The new nodes
-   join the running set; the generators of sources being removed or
-   redefined stop (a value one was still offering to a full entry channel
-   goes in ahead of the barrier); the entry channels of removed entry points
-   are sealed (a waiting ``inject`` raises rather than landing behind the
-   barrier); the barrier goes into the entry channel of every entry point in
-   the region; then the new nodes start. Data put into an entry channel
-   before this step is *before the cut*; everything else is *after*.
+   nothing has changed. Planning yields to the event loop every
+   :data:`STEP` nodes, and a big graph is diffed in a worker thread.
+2. **Install, then cut.** :func:`install` (yielding too) lets the new nodes
+   join the running set, wired and started, and gives kept channels their new
+   capacity: harmless before the cut, since only producers that switch feed a
+   new node's channels. Then :func:`cut`, one synchronous step with no
+   ``await``, as small as the entry points the change touches: the generators
+   of sources being removed or redefined stop (a value one was still offering
+   to a full entry channel goes in ahead of the barrier); the entry channels
+   of removed entry points are sealed (a waiting ``inject`` raises rather than
+   landing behind the barrier); the barrier goes into the entry channel of
+   every entry point in the region; the new entry channels open. Data put into
+   an entry channel before this step is *before the cut*; everything else is
+   *after*.
 3. **Align** (:class:`Aligner`). A region node that receives the barrier on
    an input stops reading that input until the barrier has arrived on *all*
    its inputs.
@@ -96,7 +101,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from hotplumb._clock import Deadline
 from hotplumb._errors import ApplyError, ReentrantCallError, StaleGraphError, TopologyClosedError
@@ -104,7 +109,7 @@ from hotplumb._graph import Graph, ancestry
 from hotplumb._kernel import build_kernel
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Hashable, Iterable, Mapping
+    from collections.abc import Callable, Generator, Hashable, Iterable, Mapping
 
     from hotplumb._channel import Channel
     from hotplumb._clock import Clock
@@ -114,7 +119,10 @@ if TYPE_CHECKING:
     from hotplumb._node import Node
     from hotplumb._snapshot import NodeStatistics
 
+T = TypeVar("T")
+
 __all__ = [
+    "STEP",
     "Aligner",
     "ApplyReport",
     "Barrier",
@@ -126,7 +134,9 @@ __all__ = [
     "cut",
     "edge_capacity",
     "input_capacity",
+    "install",
     "plan_change",
+    "plan_steps",
     "receive",
     "switch_node",
 ]
@@ -158,6 +168,12 @@ class ApplyReport:
 
 # How many graphs a topology remembers having run, to refuse stale ones.
 _RAN_KEPT = 4096
+
+STEP = 256
+"""A big change lets the event loop run after every this many nodes it prepares."""
+
+# Graphs this big are diffed in a worker thread (they are immutable values).
+_DIFF_OFF_LOOP = 2048
 
 
 # -- capacities --------------------------------------------------------------
@@ -365,6 +381,48 @@ def plan_change(
 ) -> Plan:
     """Work out the switches of the change from ``old`` to ``new``; touch no running node.
 
+    The same as :func:`plan_steps`, run to the end at once.
+    """
+    steps = plan_steps(
+        old,
+        new,
+        changes,
+        generation=generation,
+        running=running,
+        entries=entries,
+        added=added,
+        kernels=kernels,
+        capacity=capacity,
+        open_channel=open_channel,
+    )
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            plan: Plan = done.value
+            return plan
+
+
+def plan_steps(
+    old: Graph,
+    new: Graph,
+    changes: Changelist,
+    *,
+    generation: int,
+    running: Mapping[Hashable, Participant],
+    entries: Mapping[Hashable, Channel],
+    added: Mapping[Hashable, Participant],
+    kernels: Mapping[Hashable, Kernel],
+    capacity: int,
+    open_channel: Callable[[Hashable | None, Participant, int], Channel],
+) -> Generator[None, None, Plan]:
+    """Work out the switches of the change from ``old`` to ``new``; touch no running node.
+
+    A generator that yields every :data:`STEP` nodes, so that the caller can
+    let the event loop run while a big change is planned (nothing it reads
+    changes meanwhile: the change lock is held and no barrier is in flight);
+    its return value is the plan.
+
     Args:
         old: The running graph.
         new: The graph to run.
@@ -385,7 +443,9 @@ def plan_change(
     inputs: dict[Hashable, tuple[Channel, ...]] = {}
     opened: dict[Hashable, Channel] = {}
     capacities: list[tuple[Channel, int]] = []
-    for key in added.keys() | (switching - changes.removed):
+    for count, key in enumerate(added.keys() | (switching - changes.removed), 1):
+        if not count % STEP:
+            yield
         node = new.nodes[key]
         member = added[key] if key in added else running[key]
         if not node.inputs:
@@ -428,7 +488,9 @@ def plan_change(
                 capacities.append((channel_into(reader, key), size))
 
     switches: dict[Hashable, Switch] = {}
-    for key in switching:
+    for count, key in enumerate(switching, 1):
+        if not count % STEP:
+            yield
         if key in changes.removed:
             switches[key] = Switch(None, generation)
             continue
@@ -521,39 +583,64 @@ class Barrier:
         )
 
 
-def cut(
-    plan: Plan,
-    barrier: Barrier,
-    running: dict[Hashable, Participant],
-    entries: dict[Hashable, Channel],
-) -> None:
-    """Start the change: one synchronous step, the cut between before and after.
+def install(plan: Plan, running: dict[Hashable, Participant]) -> Generator[None, None, None]:
+    """Before the cut: the new nodes join, wired and started; kept channels take new capacities.
 
-    Args:
-        plan: The change's plan.
-        barrier: Its barrier.
-        running: The host's running nodes (new ones join here).
-        entries: The host's entry channels (updated here).
+    Nothing a running node does changes: a new node's input channels are fed
+    only by producers that attach them at their own switch, after the cut (a
+    new source's data can only ever be processed by new versions), and a
+    capacity only changes when producers wait. A generator that yields every
+    :data:`STEP` nodes.
     """
-    for key, member in plan.added.items():
+    for count, (key, member) in enumerate(plan.added.items(), 1):
+        if not count % STEP:
+            yield
         member.inputs, outputs = (list(c) for c in plan.wiring[key])
         member.outputs = outputs
         if not member.node.inputs:
             member.entry = member.inputs[0]
         running[key] = member
+    for channel, capacity in plan.capacities:
+        channel.capacity = capacity
+    for count, member in enumerate(plan.added.values(), 1):
+        if not count % STEP:
+            yield
+        member.start()
+
+
+def cut(
+    plan: Plan,
+    barrier: Barrier,
+    running: dict[Hashable, Participant],
+    entries: dict[Hashable, Channel],
+    *,
+    installed: bool = False,
+) -> None:
+    """Start the change: one synchronous step, the cut between before and after.
+
+    Its work is proportional to the entry points the change touches, not to
+    the size of the change: the new nodes were installed before it
+    (``installed``; else :func:`install` runs here first).
+
+    Args:
+        plan: The change's plan.
+        barrier: Its barrier.
+        running: The host's running nodes.
+        entries: The host's entry channels (updated here).
+        installed: Whether :func:`install` has already run.
+    """
+    if not installed:
+        for _ in install(plan, running):
+            pass
     for key in plan.stopped:
         running[key].stop_producer()
     for key in plan.sealed:
         entries.pop(key).seal()
-    for channel, capacity in plan.capacities:
-        channel.capacity = capacity
     for key in plan.sources:
         entry = running[key].entry
         assert entry is not None
         entry.put_control(barrier)
     entries.update(plan.entries)
-    for member in plan.added.values():
-        member.start()
     barrier.check()  # nothing running was affected: done already
 
 
@@ -763,7 +850,10 @@ class Changes:
     ) -> ApplyReport:
         host = self._host
         old = host.graph
-        changes = old.diff(graph)
+        if len(old) + len(graph) >= _DIFF_OFF_LOOP:
+            changes = await _off_loop(old.diff, graph)
+        else:
+            changes = old.diff(graph)
         if not changes:
             host.completed(graph, changes)
             self._ran_graph(graph)
@@ -781,7 +871,7 @@ class Changes:
                     added[k] = host.new_participant(
                         k, node, kernels[k], generation, graph.readers_of(k)
                     )
-                if not count % 256:
+                if not count % STEP:
                     # A big change should not stall the data: nothing is
                     # changed until the cut, and the lock keeps other changes out.
                     await asyncio.sleep(0)
@@ -789,7 +879,7 @@ class Changes:
             raise ApplyError(f"the new graph cannot start: {exc}", "old") from exc
         if host.closing:
             raise TopologyClosedError("the topology closed before the change started")
-        plan = plan_change(
+        steps = plan_steps(
             old,
             graph,
             changes,
@@ -801,6 +891,15 @@ class Changes:
             capacity=host.capacity,
             open_channel=host.open_channel,
         )
+        while True:
+            try:
+                next(steps)
+            except StopIteration as planned:
+                plan: Plan = planned.value
+                break
+            await asyncio.sleep(0)
+        if host.closing:
+            raise TopologyClosedError("the topology closed before the change started")
         self.generation = generation
 
         def done(barrier: Barrier) -> None:
@@ -810,9 +909,11 @@ class Changes:
                 self.pending = None
 
         barrier = Barrier(plan, done)
+        for _ in install(plan, host.running):
+            await asyncio.sleep(0)
         self.pending = barrier
         self._in_flight.add(barrier)
-        cut(plan, barrier, host.running, host.entries)
+        cut(plan, barrier, host.running, host.entries, installed=True)
         began = time.perf_counter()
         try:
             async with Deadline(host.clock, when):
@@ -889,3 +990,13 @@ class Changes:
         """The topology stopped: release everyone waiting for a barrier."""
         for barrier in list(self._in_flight):
             barrier.abort()  # nobody is left to pass it on
+
+
+async def _off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a worker thread, or here where there are no threads (Pyodide)."""
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except RuntimeError as exc:
+        if "thread" not in str(exc):
+            raise
+        return fn(*args)
