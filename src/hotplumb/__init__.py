@@ -5,7 +5,9 @@ Layering (each layer imports only from the layers above it):
 1. ``_errors``, ``_keys``: the exception tree and node keys.
 2. ``_node``, ``_graph``: the pure description of a topology. No asyncio.
 3. ``_datum``: data and its provenance.
-4. ``_clock``, ``_channel``, ``_control``, ``_context``: runtime building blocks.
+4. ``_clock``, ``_channel``, ``_control``, ``_context``, ``_subscribe``: runtime
+   building blocks (a subscription sees the topology through a small protocol,
+   so that ``Topology.subscribe`` can delegate to it).
 5. ``_runtime``: runs a graph on asyncio, and applies live changes.
 6. ``_time``: timers and windowed rollups, built on the runtime's public API.
 7. ``_inspect``, ``_render``: snapshots and pictures; rendering reads snapshots
@@ -34,6 +36,7 @@ from hotplumb._errors import (
     ReentrantCallError,
     RenderError,
     StaleGraphError,
+    SubscriberOverflowError,
     TopologyClosedError,
 )
 from hotplumb._graph import Changelist, Factory, Graph
@@ -47,6 +50,12 @@ from hotplumb._snapshot import (
     NodeSnapshot,
     NodeStatistics,
     Snapshot,
+)
+from hotplumb._subscribe import (
+    Overflow,
+    SubscriberKey,
+    Subscription,
+    SubscriptionStatistics,
 )
 from hotplumb._time import Tick, Window, rollup, timer
 
@@ -80,6 +89,7 @@ __all__ = [
     "NodeSnapshot",
     "NodeStatistics",
     "NotAnEntryPointError",
+    "Overflow",
     "ReentrantCallError",
     "RenderError",
     "RestartPolicy",
@@ -87,6 +97,10 @@ __all__ = [
     "ShutdownReport",
     "Snapshot",
     "StaleGraphError",
+    "SubscriberKey",
+    "SubscriberOverflowError",
+    "Subscription",
+    "SubscriptionStatistics",
     "SystemClock",
     "Tick",
     "Topology",
