@@ -282,6 +282,11 @@ class WebApp:
         """Whether every request needs a token."""
         return self._token is not None
 
+    def end_streams(self) -> None:
+        """End every open event stream (the server is stopping)."""
+        self.hub.stopped = True
+        self.hub.changed.set()
+
     # -- lifetime ---------------------------------------------------------------
 
     @contextlib.asynccontextmanager
@@ -299,8 +304,7 @@ class WebApp:
                 yield
             finally:
                 self.started.clear()
-                self.hub.stopped = True
-                self.hub.changed.set()
+                self.end_streams()
                 sampler.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sampler

@@ -16,6 +16,22 @@ if TYPE_CHECKING:
 __all__ = ["check_bind", "serve"]
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, ending the application's event streams first when it shuts down.
+
+    uvicorn waits for open responses before it stops, and an event stream
+    never ends by itself.
+    """
+
+    def __init__(self, config: uvicorn.Config, web_app: WebApp) -> None:
+        super().__init__(config)
+        self._web_app = web_app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._web_app.end_streams()
+        await super().shutdown(sockets)
+
+
 def check_bind(host: str, *, token: bool, allow_remote_without_token: bool = False) -> None:
     """Refuse to listen on a non-loopback address without a token, unless told explicitly.
 
@@ -80,7 +96,7 @@ async def serve(
         ws_max_size=4 * web_app.max_message_bytes,
         timeout_graceful_shutdown=2,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config, web_app)
     if server_hook is not None:
         server_hook.append(server)
     await server.serve(sockets=[sock] if sock is not None else None)
