@@ -18,13 +18,15 @@ earlier lines (``tests/test_layers.py`` checks it; imports under
 ``_change``                   the live-change protocol: plan, cut, align, switch, complete
 ``_inspect``                  live snapshots, read through a narrow view of the topology
 ``_runner``                   one running node: its task, batches, restarts
+``_subscribe``                clients: a target for the length of an ``async with`` block
 ``_runtime``                  ``run()``, ``Topology`` and the running state behind it
 ``_time``                     timers and windowed rollups, built on the public API
 ``_render``                   pictures (DOT, Mermaid, networkx, SVG, PNG) of snapshots
 ``_loader``                   finding a graph in the user's code from ``MODULE:ATTR``
 ``testing``                   ``FakeClock`` and other helpers for tests
 ``examples.*``                the shipped examples, written against the public API
-``_demo``, ``_cli_render``    the ``hotplumb demo`` and ``hotplumb render`` commands
+``web._json``, ``web._app``, ``web._serve``, ``web``   the optional web application
+``_demo``, ``_cli_render``, ``_serve``   the ``demo``, ``render`` and ``serve`` commands
 ``_cli``                      the ``hotplumb`` command line
 
 This module only re-exports, and makes the exported names report
@@ -50,6 +52,7 @@ from hotplumb._errors import (
     ReentrantCallError,
     RenderError,
     StaleGraphError,
+    SubscriberOverflowError,
     TopologyClosedError,
 )
 from hotplumb._format import format_key
@@ -64,6 +67,12 @@ from hotplumb._snapshot import (
     NodeSnapshot,
     NodeStatistics,
     Snapshot,
+)
+from hotplumb._subscribe import (
+    Overflow,
+    SubscriberKey,
+    Subscription,
+    SubscriptionStatistics,
 )
 from hotplumb._time import Tick, Window, rollup, timer
 
@@ -97,6 +106,7 @@ __all__ = [
     "NodeSnapshot",
     "NodeStatistics",
     "NotAnEntryPointError",
+    "Overflow",
     "Pool",
     "ReentrantCallError",
     "RenderError",
@@ -105,6 +115,10 @@ __all__ = [
     "ShutdownReport",
     "Snapshot",
     "StaleGraphError",
+    "SubscriberKey",
+    "SubscriberOverflowError",
+    "Subscription",
+    "SubscriptionStatistics",
     "SystemClock",
     "Tick",
     "Topology",

@@ -1,4 +1,4 @@
-"""The ``hotplumb`` command: ``hotplumb demo`` and ``hotplumb render``."""
+"""The ``hotplumb`` command: ``hotplumb demo``, ``hotplumb render`` and ``hotplumb serve``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ __all__ = ["main"]
 _COMMANDS = {
     "demo": ("hotplumb._demo", "run the feed-rollup scenario live, with live changes"),
     "render": ("hotplumb._cli_render", "draw a Graph from your code as DOT, SVG, PNG or Mermaid"),
+    "serve": ("hotplumb._serve", "serve a Graph from your code over HTTP, with a live page"),
 }
 
 

@@ -18,6 +18,7 @@ know about hotplumb::
     │   └── StaleGraphError                a graph derived from one no longer running
     ├── ReentrantCallError (RuntimeError)  a node awaited a change of its own topology
     ├── NodeFailedError (RuntimeError)     a node's task died past its restart policy
+    ├── SubscriberOverflowError (RuntimeError) a subscriber fell behind and was disconnected
     └── RenderError (RuntimeError)         a picture needs an optional dependency that is missing
 
 Bad arguments to a function (a negative timeout, a capacity that is not a
@@ -50,6 +51,7 @@ __all__ = [
     "ReentrantCallError",
     "RenderError",
     "StaleGraphError",
+    "SubscriberOverflowError",
     "TopologyClosedError",
 ]
 
@@ -281,4 +283,33 @@ class ReentrantCallError(HotplumbError, RuntimeError):
             f"node {format_chain([key])} awaited {what} of its own topology from inside its "
             "processing; the barrier would wait behind the node, so it could never "
             "complete: start it in a separate task (asyncio.create_task) instead"
+        )
+
+
+class SubscriberOverflowError(HotplumbError, RuntimeError):
+    """A subscriber fell behind: its buffer was full, so it was disconnected.
+
+    Raised by iterating a :class:`~hotplumb.Subscription` opened with
+    ``overflow=Overflow.DISCONNECT``, once the data it had buffered before the
+    overflow have been read. What it missed is counted, never silently skipped.
+
+    Attributes:
+        key: The key the subscriber read.
+        capacity: The size of its buffer.
+        delivered: How many data it had received before it was cut off.
+        missed: How many data reached it after its buffer was full (up to the
+            moment this was raised; :meth:`Subscription.statistics
+            <hotplumb.Subscription.statistics>` has the final count).
+    """
+
+    def __init__(self, key: Hashable, capacity: int, delivered: int, missed: int) -> None:
+        self.key = key
+        self.capacity = capacity
+        self.delivered = delivered
+        self.missed = missed
+        super().__init__(
+            f"the subscriber to {format_chain([key])} was disconnected: it fell behind and its "
+            f"buffer of {capacity} was full; it missed {missed} datum(s) after the "
+            f"{delivered} it received (subscribe with a larger capacity, or with "
+            "overflow=Overflow.BACKPRESSURE to slow the graph down instead)"
         )

@@ -20,6 +20,7 @@ Every task belongs to the task group that :func:`run` opens: leaving the
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import multiprocessing
 from collections import deque
@@ -40,6 +41,7 @@ from hotplumb._kernel import build_kernel
 from hotplumb._keys import check_key
 from hotplumb._node import Pool, RestartPolicy
 from hotplumb._runner import Runner
+from hotplumb._subscribe import Overflow, open_subscription
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Hashable, Iterable, Iterator, Mapping
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
     from hotplumb._kernel import Kernel
     from hotplumb._node import Node
     from hotplumb._snapshot import NodeStatistics, Snapshot
+    from hotplumb._subscribe import Subscription
 
 __all__ = ["DeadLetters", "ShutdownReport", "Topology", "run"]
 
@@ -281,6 +284,9 @@ class _Core:
         self.closing = False
         self.closed = False
         self.report: ShutdownReport | None = None
+        # Called once when the topology stops (subscriptions end their streams).
+        self.closers: dict[int, Callable[[], None]] = {}
+        self._closer_serials = itertools.count()
 
     def runner(self, key: Hashable) -> Runner:
         runner = self.running[key]
@@ -506,7 +512,27 @@ class _Core:
         self.failures.summarise()
         self.closed = True
         self.report = ShutdownReport(drained, tuple(undelivered), unflushed)
+        closers, self.closers = self.closers, {}
+        for closer in closers.values():
+            closer()
         return self.report
+
+    def watch_close(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` when the topology stops; return what unregisters it."""
+        if self.report is not None:
+            callback()
+            return _nothing
+        token = next(self._closer_serials)
+        self.closers[token] = callback
+
+        def unwatch() -> None:
+            self.closers.pop(token, None)
+
+        return unwatch
+
+
+def _nothing() -> None:
+    pass
 
 
 class Topology(metaclass=_NoPublicConstructor):
@@ -745,6 +771,62 @@ class Topology(metaclass=_NoPublicConstructor):
         if self._core.closing:
             raise TopologyClosedError("the topology is closed; it takes no more changes")
         return await self._core.changes.update(fn, timeout)
+
+    # -- clients ----------------------------------------------------------------
+
+    def subscribe(
+        self,
+        key: Hashable,
+        *,
+        capacity: int = DEFAULT_CAPACITY,
+        overflow: Overflow = Overflow.DISCONNECT,
+    ) -> Subscription:
+        """Receive the data of ``key`` for the duration of an ``async with`` block.
+
+        Entering adds a target reading ``key`` to the running graph (through
+        :meth:`update`, so atomically with respect to other changes; the
+        factory resolves ``key`` and what it needs); leaving removes it and
+        garbage-collects what only it needed, whatever ended the block. The
+        subscription is an async iterator of :class:`~hotplumb.Datum`: the data
+        that reach ``key`` from the moment the change that added it went
+        through; it ends when the topology closes.
+
+        Args:
+            key: The key to read: any key the graph provides or its factory makes.
+            capacity: How many data may wait for the subscriber.
+            overflow: When that many wait: :attr:`Overflow.DISCONNECT` (the
+                default) cuts the subscriber off, and iterating raises
+                :class:`~hotplumb.SubscriberOverflowError` with the count it
+                missed, so a slow subscriber never slows anyone else;
+                :attr:`Overflow.BACKPRESSURE` waits for room, so nothing is
+                lost and the graph slows down to the subscriber.
+
+        Returns:
+            The subscription, to enter with ``async with``.
+
+        Raises:
+            InvalidKeyError: ``key`` cannot be a key (at once).
+            ValueError: ``capacity`` is not an int >= 1 (at once).
+            TypeError: ``overflow`` is not an :class:`Overflow` (at once).
+            MissingNodeError: On entering: nothing provides ``key`` and the
+                factory makes nothing for it (or for a key it needs); the
+                graph's other resolution errors (``FactoryError``,
+                ``CycleError``, ``GraphTooLargeError``) likewise. Nothing changes.
+            ApplyError: On entering: as for :meth:`apply`.
+            TopologyClosedError: On entering: the topology is closed.
+
+        Example:
+            >>> async def main():
+            ...     graph = Graph({"numbers": Node()})
+            ...     async with run(graph) as topo:
+            ...         async with topo.subscribe("numbers") as numbers:
+            ...             await topo.inject("numbers", 1)
+            ...             async for datum in numbers:
+            ...                 return datum.value, datum.path
+            >>> asyncio.run(main())
+            (1, ('numbers', subscriber #... of numbers))
+        """
+        return open_subscription(self, key, capacity, overflow, self._core.watch_close)
 
     # -- stopping ---------------------------------------------------------------
 

@@ -1,0 +1,281 @@
+"""Topology.subscribe: joining and leaving atomically, overflow policies, garbage collection."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+import hotplumb as hp
+from hotplumb.testing import wait_all_tasks_blocked, wait_until
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Hashable
+
+
+def doubling(k: Hashable) -> hp.Node | None:
+    """``double/x`` doubles the raw feed ``feed/x``; feeds are entry points."""
+    match k:
+        case str() if k.startswith("double/"):
+            return hp.Node(lambda v: 2 * v, inputs=["feed/" + k.removeprefix("double/")])
+        case str() if k.startswith("feed/"):
+            return hp.Node()
+    return None
+
+
+async def take(subscription: hp.Subscription, count: int) -> list[Any]:
+    values = []
+    async with asyncio.timeout(10):
+        async for datum in subscription:
+            values.append(datum.value)
+            if len(values) == count:
+                break
+    return values
+
+
+async def test_a_subscriber_receives_the_data_of_its_key() -> None:
+    async with hp.run(hp.Graph({}, doubling)) as topo, topo.subscribe("double/a") as sub:
+        assert topo.graph.has_node("double/a")
+        assert sub.sink_key in topo.graph.targets
+        await topo.inject("feed/a", 21)
+        [datum] = [d async for d in _first(sub)]
+        assert datum.value == 42
+        assert datum.origin == 21
+        assert datum.path == ("feed/a", "double/a", sub.sink_key)
+        assert sub.statistics().delivered == 1
+
+
+async def _first(sub: hp.Subscription) -> AsyncIterator[hp.Datum]:
+    async with asyncio.timeout(5):
+        yield await anext(sub)
+
+
+async def test_leaving_collects_what_only_that_subscriber_needed() -> None:
+    async with hp.run(hp.Graph({}, doubling)) as topo:
+        async with topo.subscribe("double/a"), topo.subscribe("double/b") as b:
+            assert topo.running_keys() >= {"double/a", "feed/a", "double/b", "feed/b"}
+            async with topo.subscribe("feed/b") as raw_b:
+                assert set(topo.graph.readers_of("feed/b")) == {"double/b", raw_b.sink_key}
+            # the raw subscriber is gone; feed/b stays: double/b still reads it
+            assert set(topo.graph.readers_of("feed/b")) == {"double/b"}
+            assert b.sink_key in topo.graph
+        assert len(topo.graph) == 0
+        assert topo.running_keys() == frozenset()
+
+
+async def test_a_shared_source_stops_when_its_last_subscriber_leaves() -> None:
+    started = asyncio.Event()
+    stopped = asyncio.Event()
+
+    async def ticks(ctx: hp.Context) -> AsyncIterator[int]:
+        started.set()
+        try:
+            n = 0
+            while True:
+                yield n
+                n += 1
+                await asyncio.sleep(0)
+        finally:
+            stopped.set()
+
+    graph = hp.Graph({"ticks": hp.source(ticks)})
+    async with hp.run(graph) as topo:
+        assert "ticks" not in topo.running_keys()  # nobody reads it: it does not run
+        async with topo.subscribe("ticks") as first:
+            async with topo.subscribe("ticks") as second:
+                assert len(await take(second, 3)) == 3
+            assert not stopped.is_set()  # the first subscriber still reads it
+            assert len(await take(first, 3)) == 3
+        async with asyncio.timeout(5):
+            await stopped.wait()
+        assert started.is_set()
+        assert "ticks" not in topo.running_keys()
+
+
+async def test_an_unresolvable_key_raises_before_anything_changes() -> None:
+    async with hp.run(hp.Graph({"feed/a": hp.Node()}, doubling)) as topo:
+        before, generation = topo.graph, topo.generation
+        with pytest.raises(hp.MissingNodeError, match="nope"):
+            async with topo.subscribe("nope"):
+                pytest.fail("entered a subscription to a missing key")
+        assert topo.graph is before
+        assert topo.generation == generation
+        with pytest.raises(hp.InvalidKeyError):
+            topo.subscribe(["not", "hashable"])  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="capacity"):
+            topo.subscribe("feed/a", capacity=0)
+        with pytest.raises(TypeError, match="Overflow"):
+            topo.subscribe("feed/a", overflow="disconnect")  # type: ignore[arg-type]
+
+
+async def test_hundreds_of_subscribers_join_and_leave_at_once() -> None:
+    count, keys = 300, 10
+    seen_own: list[int] = []
+
+    async def client(i: int, topo: hp.Topology) -> None:
+        feed = f"feed/{i % keys}"
+        async with topo.subscribe(f"double/{i % keys}") as sub:
+            # Joined: data injected from now on reaches it.
+            await topo.inject(feed, i)
+            async with asyncio.timeout(20):
+                async for datum in sub:
+                    assert datum.path[-1] == sub.sink_key
+                    if datum.origin == i:
+                        seen_own.append(i)
+                        break
+
+    async with hp.run(hp.Graph({}, doubling)) as topo:
+        await asyncio.gather(*(client(i, topo) for i in range(count)))
+        assert sorted(seen_own) == list(range(count))
+        # every join and every leave went through: nothing is left over
+        assert len(topo.graph) == 0
+        assert topo.running_keys() == frozenset()
+        assert topo.generation == 2 * count
+
+
+async def test_disconnect_cuts_off_a_slow_subscriber_and_counts_what_it_missed() -> None:
+    async with (
+        hp.run(hp.Graph({"n": hp.Node()})) as topo,
+        topo.subscribe("n", capacity=2) as slow,
+        topo.subscribe("n", capacity=100) as fast,
+    ):
+        for i in range(5):
+            await topo.inject("n", i)
+        await topo.drain()
+        # the fast subscriber was not held up by the slow one
+        assert await take(fast, 5) == [0, 1, 2, 3, 4]
+        # the slow one's sink is taken out of the graph
+        await wait_until(lambda: slow.sink_key not in topo.graph)
+        got = [(await anext(slow)).value, (await anext(slow)).value]
+        with pytest.raises(hp.SubscriberOverflowError) as caught:
+            await anext(slow)
+        assert got == [0, 1]  # what it had buffered, then the error
+        assert caught.value.missed == 3
+        assert caught.value.delivered == 2
+        assert caught.value.capacity == 2
+        assert "missed 3" in str(caught.value)
+        assert "BACKPRESSURE" in str(caught.value)
+        stats = slow.statistics()
+        assert (stats.received, stats.delivered, stats.missed) == (5, 2, 3)
+        assert stats.disconnected
+
+
+async def test_backpressure_loses_nothing_and_slows_the_graph_down() -> None:
+    total = 200
+    async with (
+        hp.run(hp.Graph({"n": hp.Node()}), capacity=4) as topo,
+        topo.subscribe("n", capacity=3, overflow=hp.Overflow.BACKPRESSURE) as sub,
+    ):
+        feeding = asyncio.create_task(topo.inject_many("n", range(total)))
+        await wait_all_tasks_blocked()
+        # nobody reads: the sink waits for room, the channels fill, the inject waits
+        assert not feeding.done()
+        assert sub.statistics().buffered == 3
+        assert await take(sub, total) == list(range(total))
+        assert await feeding == total
+        assert sub.statistics().missed == 0
+
+
+async def test_leaving_works_when_the_body_raises_or_is_cancelled() -> None:
+    async with hp.run(hp.Graph({}, doubling)) as topo:
+        with pytest.raises(ValueError, match="boom"):
+            async with topo.subscribe("double/a"):
+                raise ValueError("boom")
+        assert len(topo.graph) == 0
+
+        entered = asyncio.Event()
+
+        async def reader() -> None:
+            async with topo.subscribe("double/a", overflow=hp.Overflow.BACKPRESSURE) as sub:
+                entered.set()
+                async for _ in sub:
+                    pass
+
+        task = asyncio.create_task(reader())
+        async with asyncio.timeout(5):
+            await entered.wait()
+        assert topo.graph.has_node("double/a")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert len(topo.graph) == 0
+        assert topo.running_keys() == frozenset()
+
+
+async def test_a_backpressured_subscriber_that_left_never_holds_up_a_change() -> None:
+    counted: list[hp.Datum] = []
+    graph = hp.Graph({"n": hp.Node(), "count": hp.sink(counted.append, inputs=["n"])})
+    async with hp.run(graph, capacity=2) as topo:
+        async with topo.subscribe("n", capacity=1, overflow=hp.Overflow.BACKPRESSURE):
+            feeding = asyncio.create_task(topo.inject_many("n", range(50)))
+            await wait_all_tasks_blocked()
+            assert not feeding.done()
+        # leaving woke the waiting sink, which dropped the rest: the feed goes through
+        async with asyncio.timeout(5):
+            assert await feeding == 50
+        await topo.drain()
+        assert set(topo.graph) == {"n", "count"}
+        assert len(counted) == 50
+
+
+async def test_iteration_ends_when_the_topology_closes_after_everything_delivered() -> None:
+    got: list[int] = []
+    entered = asyncio.Event()
+
+    async def reader(topo: hp.Topology) -> None:
+        async with topo.subscribe("n") as sub:
+            entered.set()
+            async for datum in sub:
+                got.append(datum.value)
+
+    async with hp.run(hp.Graph({"n": hp.Node()})) as topo:
+        task = asyncio.create_task(reader(topo))
+        async with asyncio.timeout(5):
+            await entered.wait()
+        for i in range(10):
+            await topo.inject("n", i)
+    # the block drained and closed: the reader saw everything, then the end
+    async with asyncio.timeout(5):
+        await task
+    assert got == list(range(10))
+
+
+async def test_a_subscriber_joining_while_data_flows_sees_the_data_from_then_on() -> None:
+    total = 2000
+    joined = asyncio.Event()
+    async with (
+        hp.run(hp.Graph({}, doubling), capacity=16) as topo,
+        topo.subscribe("double/x", capacity=total) as early,
+    ):
+
+        async def feed() -> None:
+            for i in range(total):
+                if i == total // 2:
+                    async with asyncio.timeout(5):
+                        await joined.wait()  # the join is through mid-stream
+                await topo.inject("feed/x", i)
+
+        feeding = asyncio.create_task(feed())
+        await wait_until(lambda: early.statistics().received > 10)
+        async with topo.subscribe("double/x", capacity=total) as late:
+            joined.set()
+            await feeding
+            await topo.drain()
+            late_values = [d.origin for d in await _buffered(late)]
+        early_values = [d.origin for d in await _buffered(early)]
+    assert early_values == list(range(total))
+    # a contiguous run up to the end: nothing missed once joined
+    assert late_values
+    assert late_values == list(range(late_values[0], total))
+    assert 0 < late_values[0] <= total // 2
+
+
+async def _buffered(sub: hp.Subscription) -> list[hp.Datum]:
+    """Everything the subscription has buffered (reading it never waits)."""
+    return [await anext(sub) for _ in range(sub.statistics().buffered)]
+
+
+def test_a_subscription_has_no_public_constructor() -> None:
+    with pytest.raises(TypeError, match="no public constructor"):
+        hp.Subscription()  # type: ignore[call-arg]
