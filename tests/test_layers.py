@@ -51,6 +51,7 @@ LAYERS: Final[tuple[tuple[str, ...], ...]] = (
     ("_explain",),
     ("_datum",),
     ("_clock", "_context"),
+    ("_sources",),
     ("_channel",),
     ("_kernel",),
     ("_change",),

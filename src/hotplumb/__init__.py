@@ -13,6 +13,7 @@ earlier lines (``tests/test_layers.py`` checks it; imports under
 ``_explain``                  a datum's provenance, formatted like a traceback
 ``_datum``                    ``Datum``, ``Route``, ``NodeError``; ``Batch``, data moving together
 ``_clock``, ``_context``      clocks and ``Deadline``; the context a node's callable is given
+``_sources``                  sources from an (async) iterable or an ``asyncio.Queue``
 ``_channel``                  the ``Channel`` interface and its in-memory implementation
 ``_kernel``                   how a node's callable is called: strategies filling ``Outputs``
 ``_change``                   the live-change protocol: plan, cut, align, switch, complete
@@ -36,7 +37,7 @@ This module only re-exports, and makes the exported names report
 from hotplumb._change import ApplyReport
 from hotplumb._clock import Clock, SystemClock
 from hotplumb._context import Context
-from hotplumb._datum import Datum, Emission, NodeError, Route, Trace, emit
+from hotplumb._datum import Data, Datum, Emission, NodeError, Route, Trace, emit
 from hotplumb._errors import (
     ApplyError,
     CycleError,
@@ -68,6 +69,7 @@ from hotplumb._snapshot import (
     NodeStatistics,
     Snapshot,
 )
+from hotplumb._sources import queue_source, source_of
 from hotplumb._subscribe import (
     Overflow,
     SubscriberKey,
@@ -86,6 +88,7 @@ __all__ = [
     "Clock",
     "Context",
     "CycleError",
+    "Data",
     "Datum",
     "DeadLetters",
     "Emission",
@@ -128,11 +131,13 @@ __all__ = [
     "emit",
     "format_key",
     "key",
+    "queue_source",
     "render",
     "rollup",
     "run",
     "sink",
     "source",
+    "source_of",
     "timer",
     "to_dot",
     "to_mermaid",

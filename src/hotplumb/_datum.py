@@ -17,16 +17,17 @@ with their origins, sent as one message.
 from __future__ import annotations
 
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from hotplumb._format import format_key
 
 if TYPE_CHECKING:
-    from collections.abc import Hashable
+    from collections.abc import Hashable, Iterator
 
-__all__ = ["Batch", "Datum", "Emission", "NodeError", "Route", "Trace", "emit"]
+__all__ = ["Batch", "Data", "Datum", "Emission", "NodeError", "Route", "Trace", "emit"]
 
 
 class Route:
@@ -333,3 +334,62 @@ class Batch:
 
     def __repr__(self) -> str:
         return f"Batch({len(self.values)} items via {self.route!r})"
+
+
+class Data(Sequence[Datum]):
+    """The data of one batch, as a batched sink gets them (see ``hotplumb.sink``).
+
+    A read-only sequence of :class:`Datum`, built only when indexed or
+    iterated; ``values`` and ``origins`` are the batch's own lists (do not
+    change them), so reading just the values costs nothing per item.
+
+    Attributes:
+        values: The values, in order.
+        origins: What entered the topology, one per value.
+        route: The route all of them took.
+    """
+
+    __slots__ = ("_batch", "route")
+
+    def __init__(self, batch: Batch, route: Route) -> None:
+        self._batch = batch
+        self.route = route
+
+    @property
+    def values(self) -> list[Any]:
+        """The values, in order (the batch's own list: read it, do not change it)."""
+        return self._batch.values
+
+    @property
+    def origins(self) -> list[Any]:
+        """The origins, one per value."""
+        return self._batch.origins
+
+    @property
+    def path(self) -> tuple[Hashable, ...]:
+        """The keys every datum here went through, entry point first."""
+        return self.route.path
+
+    def __len__(self) -> int:
+        return len(self._batch.values)
+
+    @overload
+    def __getitem__(self, index: int) -> Datum: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Datum]: ...
+
+    def __getitem__(self, index: int | slice) -> Datum | list[Datum]:
+        if isinstance(index, slice):
+            return self._batch.data(self.route)[index]
+        batch = self._batch
+        parents = batch.parents[index] if batch.parents is not None else ()
+        return Datum(
+            batch.values[index], batch.origins[index], self.route, None, parents, batch.trace
+        )
+
+    def __iter__(self) -> Iterator[Datum]:
+        return iter(self._batch.data(self.route))
+
+    def __repr__(self) -> str:
+        return f"Data({len(self)} items via {self.route!r})"

@@ -46,7 +46,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from hotplumb._clock import Deadline
-from hotplumb._datum import Batch, Datum, Emission
+from hotplumb._datum import Batch, Data, Datum, Emission
 from hotplumb._errors import InvalidNodeCallableError
 from hotplumb._format import exception_text
 from hotplumb._node import SKIP, Node, Pool, identity
@@ -68,6 +68,8 @@ __all__ = [
     "build_kernel",
     "call_each",
     "call_one",
+    "deliver_batch",
+    "deliver_batch_async",
     "ends_task",
     "map_each",
     "pass_through",
@@ -338,6 +340,36 @@ def pass_through(kernel: Kernel, node: Processor, out: Outputs) -> None:
     """The identity: every input is its own output."""
     out.results = out.batch.values  # never mutated: shared, like the batch itself
     out.settled = len(out.results)
+
+
+def deliver_batch(kernel: Kernel, node: Processor, out: Outputs) -> None:
+    """A batched sink: one call with the whole batch as :class:`~hotplumb.Data`."""
+    batch = out.batch
+    try:
+        kernel.fn(Data(batch, out.route))
+    except BaseException as exc:
+        if ends_task(exc):
+            raise
+        for index in range(len(batch.values)):
+            out.fail(index, exc)
+        return
+    out.results = batch.values  # delivered: one "output" per input, as for any sink
+    out.settled = len(batch.values)
+
+
+async def deliver_batch_async(kernel: Kernel, node: Processor, out: Outputs) -> None:
+    """A batched ``async def`` sink: one awaited call with the whole batch."""
+    batch = out.batch
+    try:
+        await kernel.fn(Data(batch, out.route))
+    except BaseException as exc:
+        if ends_task(exc):
+            raise
+        for index in range(len(batch.values)):
+            out.fail(index, exc)
+        return
+    out.results = batch.values
+    out.settled = len(batch.values)
 
 
 def map_each(kernel: Kernel, node: Processor, out: Outputs) -> None:
@@ -636,6 +668,19 @@ def build_kernel(key: Hashable, node: Node) -> Kernel:
                 f"concurrency={concurrency} needs an async callable, or an executor for a "
                 f"plain one; {fn!r} is {'the identity' if is_identity else mode.value}",
             )
+    if node.batched:
+        if not node.target or mode not in (Mode.PLAIN, Mode.ASYNC) or concurrency > 1:
+            raise InvalidNodeCallableError(
+                key,
+                "batched=True is for sinks (targets) with a plain or async def callable "
+                "taking the batch's Data, one at a time",
+            )
+        if node.timeout is not None or node.executor is not None:
+            raise InvalidNodeCallableError(key, "a batched sink takes no timeout or executor")
+        batched = deliver_batch if mode is Mode.PLAIN else deliver_batch_async
+        return Kernel(
+            fn, mode, takes_context, False, batched, mode is Mode.PLAIN, concurrency, executor
+        )
     process: Callable[[Kernel, Processor, Outputs], Any]
     if is_identity:
         process, synchronous = pass_through, True

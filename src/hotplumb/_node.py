@@ -21,7 +21,16 @@ from hotplumb._keys import check_key
 if TYPE_CHECKING:
     from hotplumb._context import Context
 
-__all__ = ["SKIP", "Node", "NodeKind", "Pool", "RestartPolicy", "identity", "sink", "source"]
+__all__ = [
+    "SKIP",
+    "Node",
+    "NodeKind",
+    "Pool",
+    "RestartPolicy",
+    "identity",
+    "sink",
+    "source",
+]
 
 
 class _Skip(enum.Enum):
@@ -161,6 +170,11 @@ class Node:
             / :attr:`Pool.PROCESSES` for one the topology owns. With
             ``concurrency=k``, up to ``k`` calls are in the executor at once.
             A ``timeout`` stops waiting for a call; it cannot stop the call.
+        batched: For a sink: call ``fn`` once per batch with a
+            :class:`~hotplumb.Data` (a sequence of the batch's data whose
+            ``values`` need no :class:`~hotplumb.Datum` built per item), the
+            cheapest way to consume many items. If it raises, every datum of
+            the batch fails.
 
     Example:
         >>> plus1 = Node(lambda x: x + 1, inputs=["numbers"])
@@ -185,6 +199,7 @@ class Node:
     flush: Callable[[Context], Any] | None = None
     concurrency: int = 1
     executor: Executor | Pool | None = None
+    batched: bool = False
 
     if TYPE_CHECKING:
         # What type checkers see of the generated __init__: ``inputs`` takes any
@@ -208,6 +223,7 @@ class Node:
             flush: Callable[[Context], Any] | None = None,
             concurrency: int = 1,
             executor: Executor | Pool | None = None,
+            batched: bool = False,
         ) -> None: ...
 
     def __post_init__(self) -> None:
@@ -262,12 +278,20 @@ class Node:
         return NodeKind.PROCESSOR
 
 
-def sink(callback: Callable[..., Any], inputs: Iterable[Hashable], **options: Any) -> Node:
+def sink(
+    callback: Callable[..., Any],
+    inputs: Iterable[Hashable],
+    *,
+    batched: bool = False,
+    **options: Any,
+) -> Node:
     """Build a target node that calls ``callback`` with each :class:`~hotplumb.Datum`.
 
     Args:
         callback: Called with every datum that reaches the sink; may be async.
         inputs: The keys the sink reads.
+        batched: Call ``callback`` once per batch with a :class:`~hotplumb.Data`
+            instead (see ``Node.batched``).
         **options: Further :class:`Node` fields (``on_error``, ``timeout``, ...).
 
     Returns:
@@ -279,7 +303,9 @@ def sink(callback: Callable[..., Any], inputs: Iterable[Hashable], **options: An
         >>> out.target
         True
     """
-    return Node(callback, inputs=tuple(inputs), target=True, pass_datum=True, **options)
+    return Node(
+        callback, inputs=tuple(inputs), target=True, pass_datum=True, batched=batched, **options
+    )
 
 
 def source(produce: Callable[[Context], AsyncIterator[Any]], **options: Any) -> Node:

@@ -20,6 +20,7 @@ Every task belongs to the task group that :func:`run` opens: leaving the
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import logging
 import multiprocessing
@@ -862,13 +863,18 @@ class Topology(metaclass=_NoPublicConstructor):
 class _Run:
     """The ``async with`` block of :func:`run` (a class, so it needs no async generator)."""
 
-    __slots__ = ("_core", "_graph", "_group", "_kernels", "_options")
+    __slots__ = ("_core", "_freeze", "_graph", "_group", "_kernels", "_options")
 
     def __init__(
-        self, graph: Graph, kernels: Mapping[Hashable, Kernel], options: dict[str, Any]
+        self,
+        graph: Graph,
+        kernels: Mapping[Hashable, Kernel],
+        freeze: bool,
+        options: dict[str, Any],
     ) -> None:
         self._graph = graph
         self._kernels = kernels
+        self._freeze = freeze
         self._options = options
         self._group: asyncio.TaskGroup | None = None
         self._core: _Core | None = None
@@ -881,6 +887,9 @@ class _Run:
         core.prepare(self._kernels)  # state factories run here: errors raise as they are
         await group.__aenter__()
         core.start()
+        if self._freeze:
+            gc.collect()
+            gc.freeze()
         return Topology._create(core)
 
     async def __aexit__(
@@ -922,6 +931,7 @@ def run(
     trace: bool = False,
     max_errors: int = 10_000,
     on_failure: Callable[[Datum], Any] | None = None,
+    gc_freeze: bool = False,
 ) -> AbstractAsyncContextManager[Topology]:
     """Run ``graph`` on asyncio for the duration of an ``async with`` block.
 
@@ -941,6 +951,12 @@ def run(
         on_failure: Called with every failed datum nobody's ``on_error``
             handled (as it is recorded in ``topology.errors``). Failures also
             go to the ``hotplumb`` logger (see the README), rate-limited.
+        gc_freeze: Once every node has started, move everything the process
+            holds to the garbage collector's permanent generation
+            (:func:`gc.freeze`), so the collector never scans the long-lived
+            topology again: full collections of a big graph no longer pause
+            the data. Process-wide; objects frozen are never collected, so
+            nodes of the initial graph that a change removes stay in memory.
 
     Yields:
         The running :class:`Topology`.
@@ -972,6 +988,7 @@ def run(
         trace=trace,
         max_errors=max_errors,
         on_failure=on_failure,
+        gc_freeze=gc_freeze,
         aligner=Aligner,
     )
 
@@ -985,6 +1002,7 @@ def _open(
     trace: bool,
     max_errors: int,
     on_failure: Callable[[Datum], Any] | None = None,
+    gc_freeze: bool = False,
     aligner: Callable[[], Aligner] = Aligner,
 ) -> _Run:
     """:func:`run`, with the alignment strategy as a seam for the protocol's tests."""
@@ -1005,6 +1023,7 @@ def _open(
     return _Run(
         graph,
         kernels,
+        bool(gc_freeze),
         {
             "capacity": capacity,
             "clock": clock if clock is not None else SystemClock(),
