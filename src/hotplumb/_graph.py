@@ -192,39 +192,32 @@ class Changelist:
         return result
 
 
-class _FactoryCache:
+class _FactoryCache(OrderedDict[Hashable, object]):
     """A lineage's memory of factory results for inactive keys, least recent first.
 
-    A result is ``Node``, ``None`` or whatever else the factory returned (the
-    last two are remembered as failures).
+    A result is a ``Node``, or ``None`` or whatever else the factory returned
+    (remembered as failures). Edits read and write it as an ordered dict and
+    call :meth:`trim` when done.
     """
 
-    __slots__ = ("limit", "results")
+    __slots__ = ("limit",)
 
     def __init__(self, limit: int) -> None:
+        super().__init__()
         self.limit = limit
-        self.results: OrderedDict[Hashable, object] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self.results)
-
-    def recall(self, k: Hashable) -> object:
-        """The result remembered for ``k``, now the most recent; KeyError if none."""
-        result = self.results[k]
-        self.results.move_to_end(k)
-        return result
-
-    def remember(self, k: Hashable, result: object) -> None:
-        self.results[k] = result
-        self.results.move_to_end(k)
-
-    def forget(self, k: Hashable) -> None:
-        self.results.pop(k, None)
 
     def trim(self) -> None:
-        results = self.results
-        while len(results) > self.limit:
-            results.popitem(last=False)
+        """Forget the least recently used results past ``limit``."""
+        excess = len(self) - self.limit
+        if excess <= 0:
+            return
+        if excess > self.limit:  # after a large collection: keep the tail
+            kept = list(itertools.islice(self.items(), excess, None))
+            self.clear()
+            self.update(kept)
+        else:
+            for _ in range(excess):
+                self.popitem(last=False)
 
 
 @dataclass(slots=True)
@@ -327,9 +320,11 @@ class _Resolution:
                 raise failure.error(self.chain(k)) from failure.cause
         if len(active) > self.max_nodes:
             raise GraphTooLargeError(self.max_nodes, self.chain(self.last))
-        for k in self.touched:
-            if k in active and k not in self.provided:
-                self.cache.forget(k)  # the new graph holds it
+        cache, provided = self.cache, self.provided
+        if cache:
+            for k in self.touched:
+                if k in active and k not in provided:
+                    cache.pop(k, None)  # the new graph holds it
 
     def resolve(self, roots: list[Hashable]) -> None:
         active, failed, base, parent = self.active, self.failed, self.base, self.parent
@@ -368,14 +363,15 @@ class _Resolution:
             self.failed[k] = _Failure(functools.partial(MissingNodeError, k))
             return None
         try:
-            made = self.cache.recall(k)
+            made = self.cache[k]
+            self.cache.move_to_end(k)
         except KeyError:
             try:
                 made = factory(k)
             except Exception as exc:
                 self.failed[k] = _Failure(functools.partial(FactoryError, k, error=exc), exc)
                 return None
-            self.cache.remember(k, made)
+            self.cache[k] = made
         if isinstance(made, Node):
             return made
         if made is None:
@@ -385,17 +381,19 @@ class _Resolution:
         return None
 
     def collect(self) -> None:
-        active, stack = self.active, self.candidates
+        active, stack, cache, provided = self.active, self.candidates, self.cache, self.provided
         while stack:
             k = stack.pop()
             if k not in active or self.readers_of(k) or self.is_target(k):
                 continue
             node = active.pop(k)
             self.touched.add(k)
-            if k not in self.provided:
+            if k not in provided:
                 # Generated (a key whose provided node changed was unlinked,
                 # not collected): the factory's result, for this key's next use.
-                self.cache.remember(k, node)
+                if k in cache:
+                    cache.move_to_end(k)
+                cache[k] = node
             for i in node.inputs:
                 s = self.mutable_readers(i)
                 s.discard(k)
