@@ -44,12 +44,12 @@ leave one behind as garbage (a node re-resolved while still read, whose
 readers then went): a cycle that no target reaches is collected with all that
 reads it; one that a target reaches is a :class:`~hotplumb.CycleError`.
 Finally an error is raised if a key that failed to resolve is still needed, or
-if the result has more than ``max_nodes`` nodes. Whatever the outcome, the
-cache then forgets the keys the new graph holds as active generated nodes and
-drops its oldest entries past ``factory_cache``. The cost of an edit is
-``O(n)`` dict copying plus work proportional to the nodes it adds, removes or
-re-resolves and the readers of the keys they touch; the factory is called only
-for keys the lineage has not seen or has forgotten.
+if the result has more than ``max_nodes`` nodes. Then the cache forgets the
+keys the new graph holds as generated nodes and, whether the edit succeeded or
+not, drops its least recently used entries past ``factory_cache``. The cost of
+an edit is ``O(n)`` dict copying plus work proportional to the nodes it adds,
+removes or re-resolves and the readers of the keys they touch; the factory is
+called only for keys the lineage has not seen or has forgotten.
 
 Every derived graph remembers the keys its edit touched, and the union of
 touched keys since each of its last few ancestors. :meth:`Graph.diff` of two
@@ -577,9 +577,9 @@ class Graph:
     leaves inactive are remembered for the next edit that needs them, up to
     ``factory_cache`` of them, the least recently used forgotten first, so a
     service whose clients keep inventing keys does not grow without bound. The
-    memory is shared by the lineage (this graph, those derived from it and
-    those it derives from, until :meth:`with_factory`): an older graph's edit
-    may ask the factory again for a key that a newer graph's edits made
+    memory is shared by the lineage (this graph, the graph it was derived from
+    and those derived from it, until :meth:`with_factory`): an older graph's
+    edit may ask the factory again for a key that a newer graph's edits made
     forgotten, and gets an equal node if the factory is deterministic.
 
     Graphs compare equal when their provided nodes, factories (by identity or
