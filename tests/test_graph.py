@@ -34,6 +34,7 @@ from tests.strategies import (
     Edit,
     GraphSpec,
     RemoveNode,
+    SwapFactory,
     client,
     edits,
     graph_specs,
@@ -741,3 +742,133 @@ def test_an_edit_does_not_count_what_it_makes_garbage_against_max_nodes() -> Non
     edited = Graph(provided, f1, max_nodes=10).with_factory(f2)
     assert edited == Graph(provided, f2, max_nodes=10)
     assert set(edited.nodes) == {"T", "X"}
+
+
+# -- the factory cache ---------------------------------------------------------------
+
+
+def _window(i: int) -> Hashable:
+    return ("window", i)
+
+
+def _client(i: int) -> Node:
+    return Node(inputs=[_window(i)], target=True)
+
+
+def window_factory(k: Hashable) -> Node | None:
+    if isinstance(k, tuple) and k[0] == "window":
+        return Node(negate_, inputs=["feed"])
+    return None
+
+
+def test_factory_cache_is_checked_and_kept_by_the_lineage() -> None:
+    with pytest.raises(ValueError, match=r"^Graph factory_cache must be an int >= 0, got -1$"):
+        Graph(factory_cache=-1)
+    with pytest.raises(TypeError, match=r"^Graph factory_cache must be an int >= 0, got True$"):
+        Graph(factory_cache=True)
+    with pytest.raises(TypeError, match=r"^Graph factory_cache must be an int >= 0, got 2.5$"):
+        Graph(factory_cache=2.5)  # type: ignore[arg-type]
+    assert Graph().factory_cache == 4096
+    graph = Graph({"feed": Node()}, window_factory, factory_cache=3)
+    assert graph.add_node(0, _client(0)).factory_cache == 3
+    assert graph.with_factory(seed_factory).factory_cache == 3
+
+
+def test_factory_cache_remembers_the_most_recent_inactive_keys() -> None:
+    factory = CountingFactory(window_factory)
+    graph = Graph({"feed": Node()}, factory, factory_cache=2)
+    for i in range(4):
+        graph = graph.add_node(i, _client(i)).remove_node(i)
+    assert factory.calls == [_window(i) for i in range(4)]
+    assert len(graph._cache) == 2  # windows 2 and 3; 0 and 1 are forgotten
+    factory.calls.clear()
+    graph = graph.add_node(3, _client(3)).add_node(0, _client(0))
+    assert factory.calls == [_window(0)]
+    # Active results are the graph's own, not the cache's: 3 and 0 left it.
+    assert len(graph._cache) == 1
+    # A failed result is remembered like any other.
+    factory.calls.clear()
+    for _ in range(2):
+        with pytest.raises(MissingNodeError):
+            graph.add_node("bad", Node(inputs=["nothing"], target=True))
+    assert factory.calls == ["nothing"]
+
+
+def test_active_generated_nodes_stay_the_same_objects_with_no_cache() -> None:
+    factory = CountingFactory(seed_factory)
+    graph = Graph({"client/a": client("source/foo")}, factory, factory_cache=0)
+    kept = dict(graph.nodes)
+    first = len(factory.calls)
+    # Other clients come and go, over the same keys and new ones.
+    for i in range(20):
+        graph = graph.add_node(f"client/{i}", client("source/foo", "source/bar"))
+        graph = graph.remove_node(f"client/{i}")
+    assert len(graph._cache) == 0
+    for k, node in kept.items():
+        assert graph.nodes[k] is node
+    # Replacing the only reader collects its inputs and resolves them again in
+    # one edit: they come back as the same objects, cache or no cache.
+    calls = len(factory.calls)
+    replaced = graph.add_node("client/a", Node(inputs=graph.inputs_of("client/a"), target=True))
+    assert len(factory.calls) == calls
+    assert graph.diff(replaced).changed == {"client/a"}
+    for k, node in kept.items():
+        if k != "client/a":
+            assert replaced.nodes[k] is node
+    # What left is forgotten: the factory is asked again when it comes back.
+    assert len(factory.calls) > first
+    assert graph.remove_node("client/a").add_node("client/a", client("source/foo")) == graph
+
+
+def test_an_older_graph_may_ask_the_factory_again_for_a_forgotten_key() -> None:
+    factory = CountingFactory(window_factory)
+    start = Graph({"feed": Node()}, factory, factory_cache=0)
+    joined = start.add_node(0, _client(0))
+    joined.remove_node(0)  # window 0 leaves; a cache of 0 forgets it at once
+    assert len(factory.calls) == 1
+    # The graph where it is active still holds it, and keeps it.
+    again = joined.add_node(1, Node(inputs=[_window(0)], target=True))
+    assert again.nodes[_window(0)] is joined.nodes[_window(0)]
+    assert len(factory.calls) == 1
+    # The graph where it never was active makes it anew: equal, not identical.
+    other = start.add_node(0, _client(0))
+    assert factory.calls == [_window(0), _window(0)]
+    assert other == joined
+    assert other.nodes[_window(0)] is not joined.nodes[_window(0)]
+
+
+@given(
+    graph_specs(partial=True, acyclic=False),
+    st.lists(st.tuples(st.integers(0, 11), edits(partial=True, acyclic=False)), max_size=12),
+    st.integers(0, 2),
+)
+def test_a_small_factory_cache_changes_no_graph(
+    spec: GraphSpec, steps: list[tuple[int, Edit]], size: int
+) -> None:
+    # Edits of graphs anywhere in the lineage, with a cache too small to
+    # remember much, give the graphs a fresh build gives, and keep every
+    # generated node that stays active.
+    try:
+        graph = Graph(spec.provided, spec.factory, factory_cache=size)
+    except HotplumbError:
+        return
+    history = [(graph, spec)]
+    for which, step in steps:
+        graph, spec = history[which % len(history)]
+        if isinstance(step, RemoveNode) and step.key not in spec.provided:
+            continue
+        new_spec = step.apply_spec(spec)
+        fresh = try_build(new_spec)
+        try:
+            edited = step.apply(graph)
+        except HotplumbError:
+            assert fresh is None
+            continue
+        assert edited == fresh
+        check(edited)
+        assert len(edited._cache) <= size
+        if not isinstance(step, SwapFactory):
+            for k, node in edited.nodes.items():
+                if graph.is_generated(k) and edited.is_generated(k):
+                    assert node is graph.nodes[k]
+        history.append((edited, new_spec))

@@ -330,8 +330,8 @@ def test_handlers_take_exactly_one_argument(handler: str) -> None:
     assert f"{handler} " in message
     assert "two_args" in message
     assert "must take exactly one argument" in message
-    message = refused(with_handler(handler, 3))
-    assert f"{handler} must be callable, got 3" in message
+    with pytest.raises(TypeError, match=f"Node {handler} must be callable or None, got 3"):
+        with_handler(handler, 3)  # refused by Node itself, before any kernel
 
 
 def test_handlers_are_checked_like_callables() -> None:
@@ -345,5 +345,8 @@ def test_handlers_are_checked_like_callables() -> None:
 def test_state_must_be_callable() -> None:
     assert build_kernel("n", hp.Node(state=list)).is_identity
     assert build_kernel("n", hp.Node(state=lambda: 0)).is_identity
-    message = refused(hp.Node(state=[]))  # type: ignore[arg-type]
-    assert "state must be a zero-argument callable, got []" in message
+    with pytest.raises(TypeError, match=r"Node state must be callable or None, got \[\]"):
+        hp.Node(state=[])  # type: ignore[arg-type]
+    message = refused(hp.Node(state=lambda seed: seed))
+    assert "state" in message
+    assert "must take no arguments, but requires ['seed']" in message

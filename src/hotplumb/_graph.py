@@ -16,10 +16,15 @@ Invariants of every Graph (the ``_active`` and ``_readers`` fields):
   inputs are checked in turn.
 * ``_readers[k]`` is the non-empty frozenset of active keys whose node reads
   ``k``; keys without readers have no entry.
-* ``_cache`` maps keys to what the factory returned for them. It is shared by
-  every graph derived from this one with the same factory (a *lineage*), so
-  the factory is called at most once per key per lineage. It only grows;
-  :meth:`Graph.with_factory` starts a new one.
+* ``_cache`` remembers what the factory returned for keys that edits left
+  inactive, least recently used first out, at most ``factory_cache`` of them.
+  It is shared by every graph derived from this one with the same factory (a
+  *lineage*). A generated node that is active needs no cache entry: it is in
+  ``_active``, and an edit keeps it (the same object) unless it collects the
+  key, which puts the node in the cache before anything could ask for it
+  again. So the factory is called again for a key only if it was inactive and
+  then forgotten, and memory stays bounded however many keys a lineage ever
+  sees. :meth:`Graph.with_factory` starts a new cache.
 
 An edit (:meth:`Graph.add_nodes_from`, :meth:`Graph.remove_nodes_from`,
 :meth:`Graph.with_factory`) copies the parent's dicts and replays only what the
@@ -39,10 +44,12 @@ leave one behind as garbage (a node re-resolved while still read, whose
 readers then went): a cycle that no target reaches is collected with all that
 reads it; one that a target reaches is a :class:`~hotplumb.CycleError`.
 Finally an error is raised if a key that failed to resolve is still needed, or
-if the result has more than ``max_nodes`` nodes. The cost of an edit is
-``O(n)`` dict copying plus work proportional to the nodes it adds, removes or
-re-resolves and the readers of the keys they touch; the factory is called only
-for keys new to the lineage.
+if the result has more than ``max_nodes`` nodes. Then the cache forgets the
+keys the new graph holds as generated nodes and, whether the edit succeeded or
+not, drops its least recently used entries past ``factory_cache``. The cost of
+an edit is ``O(n)`` dict copying plus work proportional to the nodes it adds,
+removes or re-resolves and the readers of the keys they touch; the factory is
+called only for keys the lineage has not seen or has forgotten.
 
 Every derived graph remembers the keys its edit touched, and the union of
 touched keys since each of its last few ancestors. :meth:`Graph.diff` of two
@@ -55,6 +62,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -71,7 +79,7 @@ from hotplumb._errors import (
 )
 from hotplumb._format import format_key
 from hotplumb._keys import check_key
-from hotplumb._node import Node
+from hotplumb._node import Node, _check_count
 from hotplumb._snapshot import graph_snapshot
 
 if TYPE_CHECKING:
@@ -186,6 +194,34 @@ class Changelist:
         return result
 
 
+class _FactoryCache(OrderedDict[Hashable, object]):
+    """A lineage's memory of factory results for inactive keys, least recent first.
+
+    A result is a ``Node``, or ``None`` or whatever else the factory returned
+    (remembered as failures). Edits read and write it as an ordered dict and
+    call :meth:`trim` when done.
+    """
+
+    __slots__ = ("limit",)
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def trim(self) -> None:
+        """Forget the least recently used results past ``limit``."""
+        excess = len(self) - self.limit
+        if excess <= 0:
+            return
+        if excess > self.limit:  # after a large collection: keep the tail
+            kept = list(itertools.islice(self.items(), excess, None))
+            self.clear()
+            self.update(kept)
+        else:
+            for _ in range(excess):
+                self.popitem(last=False)
+
+
 @dataclass(slots=True)
 class _Failure:
     """A key that did not resolve, and how to say so once its chain is known."""
@@ -221,7 +257,7 @@ class _Resolution:
         base_readers: dict[Hashable, frozenset[Hashable]],
         provided: dict[Hashable, Node],
         factory: Factory | None,
-        cache: dict[Hashable, object],
+        cache: _FactoryCache,
         max_nodes: int,
     ) -> None:
         self.base = base
@@ -256,7 +292,14 @@ class _Resolution:
         return node is not None and node.target
 
     def run(self, changed: Iterable[Hashable]) -> None:
-        changed = list(changed)
+        try:
+            self.replay(list(changed))
+        finally:
+            # Within an edit nothing is forgotten: a node collected and then
+            # needed again comes back from the cache as the same object.
+            self.cache.trim()
+
+    def replay(self, changed: list[Hashable]) -> None:
         active = self.active
         for k in changed:
             self.unlink(k)
@@ -279,6 +322,11 @@ class _Resolution:
                 raise failure.error(self.chain(k)) from failure.cause
         if len(active) > self.max_nodes:
             raise GraphTooLargeError(self.max_nodes, self.chain(self.last))
+        cache, provided = self.cache, self.provided
+        if cache:
+            for k in self.touched:
+                if k in active and k not in provided:
+                    cache.pop(k, None)  # the new graph holds it
 
     def resolve(self, roots: list[Hashable]) -> None:
         active, failed, base, parent = self.active, self.failed, self.base, self.parent
@@ -318,6 +366,7 @@ class _Resolution:
             return None
         try:
             made = self.cache[k]
+            self.cache.move_to_end(k)
         except KeyError:
             try:
                 made = factory(k)
@@ -334,13 +383,19 @@ class _Resolution:
         return None
 
     def collect(self) -> None:
-        active, stack = self.active, self.candidates
+        active, stack, cache, provided = self.active, self.candidates, self.cache, self.provided
         while stack:
             k = stack.pop()
             if k not in active or self.readers_of(k) or self.is_target(k):
                 continue
             node = active.pop(k)
             self.touched.add(k)
+            if k not in provided:
+                # Generated (a key whose provided node changed was unlinked,
+                # not collected): the factory's result, for this key's next use.
+                if k in cache:
+                    cache.move_to_end(k)
+                cache[k] = node
             for i in node.inputs:
                 s = self.mutable_readers(i)
                 s.discard(k)
@@ -519,6 +574,16 @@ class Graph:
     edits equals the graph built afresh from the same provided nodes and
     factory.
 
+    An edit keeps every generated node that stays active: the same object, so
+    a running topology leaves it alone. The factory's results for keys an edit
+    leaves inactive are remembered for the next edit that needs them, up to
+    ``factory_cache`` of them, the least recently used forgotten first, so a
+    service whose clients keep inventing keys does not grow without bound. The
+    memory is shared by the lineage (this graph, the graph it was derived from
+    and those derived from it, until :meth:`with_factory`): an older graph's
+    edit may ask the factory again for a key that a newer graph's edits made
+    forgotten, and gets an equal node if the factory is deterministic.
+
     Graphs compare equal when their provided nodes, factories (by identity or
     ``==``) and active nodes are equal. They are not hashable: equality looks
     at every node.
@@ -528,10 +593,14 @@ class Graph:
             targets; the others are used where something reads them.
         factory: Called with a key nothing provides, returns its node or
             ``None``. It should be deterministic: a lineage of graphs calls it
-            at most once per key and remembers the result.
+            once for a key while it remembers the result, and again after it
+            forgot it.
         max_nodes: The most active nodes the graph may have. Resolution stops
             with :class:`~hotplumb.GraphTooLargeError` past it; an edit also
             stops when it resolves more than ``max_nodes`` nodes in one go.
+        factory_cache: The most factory results the lineage remembers for
+            inactive keys; ``0`` remembers none (active generated nodes are
+            kept all the same).
 
     Raises:
         InvalidKeyError: A key is ``None`` or unhashable.
@@ -542,6 +611,8 @@ class Graph:
         FactoryError: The factory raised.
         CycleError: The active nodes' inputs form a cycle.
         GraphTooLargeError: More than ``max_nodes`` nodes are needed.
+        TypeError: ``factory_cache`` is not an int.
+        ValueError: ``factory_cache`` is negative.
 
     A node the factory makes is never a target, even if it says
     ``target=True``: it is active only while something reads it.
@@ -578,7 +649,7 @@ class Graph:
     _readers: dict[Hashable, frozenset[Hashable]]
     _provided: dict[Hashable, Node]
     _factory: Factory | None
-    _cache: dict[Hashable, object]
+    _cache: _FactoryCache  # shared by the lineage
     _max_nodes: int
     _serial: int
     # (ancestor serial, keys whose node or readers may differ since), nearest first.
@@ -596,12 +667,13 @@ class Graph:
         factory: Factory | None = None,
         *,
         max_nodes: int = 1_000_000,
+        factory_cache: int = 4096,
     ) -> None:
         provided = _check_nodes(nodes if nodes is not None else {}, "Graph")
         _check_factory(factory)
         if isinstance(max_nodes, bool) or not isinstance(max_nodes, int) or max_nodes < 1:
             raise ValueError(f"max_nodes must be a positive int, got {max_nodes!r}")
-        cache: dict[Hashable, object] = {}
+        cache = _FactoryCache(_check_count("Graph factory_cache", factory_cache, 0))
         resolution = _Resolution({}, {}, provided, factory, cache, max_nodes)
         resolution.run(provided)
         readers, _ = resolution.finish()
@@ -611,7 +683,7 @@ class Graph:
         self,
         provided: dict[Hashable, Node],
         factory: Factory | None,
-        cache: dict[Hashable, object],
+        cache: _FactoryCache,
         max_nodes: int,
         active: dict[Hashable, Node],
         readers: dict[Hashable, frozenset[Hashable]],
@@ -636,7 +708,7 @@ class Graph:
         provided: dict[Hashable, Node],
         changed: Iterable[Hashable],
         factory: Factory | None,
-        cache: dict[Hashable, object],
+        cache: _FactoryCache,
     ) -> Graph:
         resolution = _Resolution(
             self._active, self._readers, provided, factory, cache, self._max_nodes
@@ -676,6 +748,11 @@ class Graph:
     def max_nodes(self) -> int:
         """The most active nodes this graph (and every graph derived from it) may have."""
         return self._max_nodes
+
+    @property
+    def factory_cache(self) -> int:
+        """The most factory results for inactive keys this graph's lineage remembers."""
+        return self._cache.limit
 
     @property
     def nodes(self) -> Mapping[Hashable, Node]:
@@ -908,9 +985,10 @@ class Graph:
     def with_factory(self, factory: Factory | None) -> Graph:
         """Return a graph with another factory; every generated node is made anew.
 
-        Provided nodes stay. The new graph starts a new lineage cache, even if
-        ``factory`` is this graph's factory, which is also how to let go of the
-        remembered results for keys no longer active.
+        Provided nodes stay. The new graph starts a new lineage cache, of the
+        same ``factory_cache`` size, even if ``factory`` is this graph's
+        factory, which is also how to let go of the remembered results for
+        keys no longer active.
 
         Args:
             factory: The new factory, or ``None``.
@@ -924,7 +1002,7 @@ class Graph:
         """
         _check_factory(factory)
         generated = [k for k in self._active if k not in self._provided]
-        return self._derive(self._provided, generated, factory, {})
+        return self._derive(self._provided, generated, factory, _FactoryCache(self._cache.limit))
 
     # -- comparing ---------------------------------------------------------
 

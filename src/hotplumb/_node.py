@@ -2,18 +2,28 @@
 
 A :class:`Node` is a frozen value. It says nothing about where it runs; the
 runtime turns it into a task when a :class:`~hotplumb.Graph` that holds it is
-run. Creating one is cheap: the callable's signature is checked when the node
-is started, not here.
+run. Creating one is cheap: every field's type and range is checked here, but
+the callable's signature is checked when the node is started.
+
+Numbers are checked by two helpers the runtime uses for its own arguments too:
+:func:`_check_count` (an ``int``, not a ``bool``, at least some minimum) and
+:func:`_check_seconds` (a real number, not a ``bool``, finite, positive or not
+negative). A wrong type is a :class:`TypeError`, a wrong value a
+:class:`ValueError`; both name the argument and the value, before anything
+changes. ``NaN`` is a wrong value: it passes every comparison-based check.
 """
 
 from __future__ import annotations
 
 import enum
+import inspect
 import math
+import numbers
+import operator
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, SupportsIndex, cast
 
 from hotplumb._errors import InvalidKeyError
 from hotplumb._keys import check_key
@@ -85,6 +95,84 @@ def identity(value: Any) -> Any:
     return value
 
 
+def _check_count(what: str, value: object, minimum: int) -> int:
+    """Return ``value`` as an ``int`` if it is a whole count of at least ``minimum``.
+
+    Args:
+        what: The argument, as messages name it (``"Node capacity"``).
+        value: The value given: an ``int`` or anything with ``__index__``, but
+            not a ``bool``.
+        minimum: The smallest value allowed.
+
+    Returns:
+        ``value`` as a plain ``int``.
+
+    Raises:
+        TypeError: ``value`` is not an integer, or is a ``bool``.
+        ValueError: ``value`` is below ``minimum``.
+    """
+    if type(value) is not int:
+        if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+            raise TypeError(f"{what} must be an int >= {minimum}, got {value!r}")
+        value = operator.index(cast("SupportsIndex", value))
+    if value < minimum:
+        raise ValueError(f"{what} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_seconds(what: str, value: object, *, positive: bool = True) -> float:
+    """Return ``value`` if it is a finite duration in seconds.
+
+    Args:
+        what: The argument, as messages name it (``"Node timeout"``).
+        value: The value given: a real number (``int``, ``float``, or any
+            :class:`numbers.Real`), not a ``bool``.
+        positive: Whether zero is refused too (``> 0``), or only negative
+            values (``>= 0``).
+
+    Returns:
+        ``value`` itself if it is an ``int`` or ``float``, else as a ``float``.
+
+    Raises:
+        TypeError: ``value`` is not a real number, or is a ``bool``.
+        ValueError: ``value`` is infinite, ``NaN``, negative, or zero when
+            ``positive``.
+    """
+    bound = "> 0" if positive else ">= 0"
+    seconds: float
+    if type(value) is float or type(value) is int:  # an int is finite, however large
+        seconds = value
+        finite = type(value) is int or math.isfinite(value)
+    elif isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{what} must be a finite number of seconds {bound}, got {value!r}")
+    else:
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds, finite = math.inf, False
+        else:
+            finite = math.isfinite(seconds)
+    if not finite or seconds < 0 or (positive and seconds == 0):
+        raise ValueError(f"{what} must be a finite number of seconds {bound}, got {value!r}")
+    return seconds
+
+
+def _check_callable(what: str, value: object) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{what} must be callable or None, got {value!r}")
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    """Whether calling ``fn`` makes a coroutine or async generator, not a result."""
+    call = fn
+    if not inspect.isfunction(fn) and not inspect.ismethod(fn):
+        # An object whose __call__ is an async def (a partial is unwrapped by inspect).
+        dunder = inspect.getattr_static(type(fn), "__call__", None)
+        if inspect.isfunction(dunder):
+            call = dunder
+    return inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call)
+
+
 @dataclass(frozen=True, slots=True)
 class RestartPolicy:
     """How often a node whose task dies outright is restarted.
@@ -96,6 +184,12 @@ class RestartPolicy:
         backoff: Seconds (on the topology's clock) to wait before a restart.
             While it waits the node is dead; a live change that replaces it
             starts the new version instead.
+
+    Raises:
+        TypeError: ``max_restarts`` is not an int, or a duration is not a real
+            number (a ``bool`` is neither).
+        ValueError: ``max_restarts`` is negative, ``window`` is not positive
+            and finite, or ``backoff`` is negative or not finite.
     """
 
     max_restarts: int = 3
@@ -103,11 +197,15 @@ class RestartPolicy:
     backoff: float = 0.0
 
     def __post_init__(self) -> None:
-        numbers = (self.window, self.backoff)
-        if self.max_restarts < 0 or not all(math.isfinite(n) for n in numbers):
-            raise ValueError(f"invalid restart policy {self!r}")
-        if self.window <= 0 or self.backoff < 0:
-            raise ValueError(f"invalid restart policy {self!r}")
+        count = _check_count("restart policy max_restarts", self.max_restarts, 0)
+        window = _check_seconds("restart policy window", self.window)
+        backoff = _check_seconds("restart policy backoff", self.backoff, positive=False)
+        if count is not self.max_restarts:
+            object.__setattr__(self, "max_restarts", count)
+        if window is not self.window:
+            object.__setattr__(self, "window", window)
+        if backoff is not self.backoff:
+            object.__setattr__(self, "backoff", backoff)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +233,9 @@ class Node:
             raises. Its return value is emitted in place of the failed output,
             unless it is :data:`SKIP`. Without it, failures go to the topology's
             dead-letter record.
-        on_change: Called with the node's context when its readers change.
+        on_change: Called with the node's context when its readers change. A
+            plain function: an ``async def`` is refused, since nothing would
+            await its coroutine.
         source: For a generator source: an async generator function taking the
             node's context and yielding values on its own. It runs only while
             the node is running (that is, while some target reads from it).
@@ -175,6 +275,17 @@ class Node:
             ``values`` need no :class:`~hotplumb.Datum` built per item), the
             cheapest way to consume many items. If it raises, every datum of
             the batch fails.
+
+    Raises:
+        TypeError: A field has the wrong type: ``inputs`` is a string or not
+            iterable, a callable field is not callable, ``on_change`` is an
+            ``async def``, ``target`` or ``pass_datum`` is not a ``bool``, a
+            count is not an ``int`` or a timeout not a real number (a ``bool``
+            is neither), ``restart`` or ``kind`` is not of its type, or a
+            generator source has inputs.
+        ValueError: ``timeout`` is not positive and finite, or ``capacity`` or
+            ``output_capacity`` is below 1.
+        InvalidKeyError: An input cannot be a key, or is listed twice.
 
     Example:
         >>> plus1 = Node(lambda x: x + 1, inputs=["numbers"])
@@ -227,10 +338,7 @@ class Node:
         ) -> None: ...
 
     def __post_init__(self) -> None:
-        if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int):
-            raise TypeError(f"Node concurrency must be an int >= 1, got {self.concurrency!r}")
-        if self.concurrency < 1:
-            raise ValueError(f"Node concurrency must be an int >= 1, got {self.concurrency!r}")
+        _check_count("Node concurrency", self.concurrency, 1)
         if self.executor is not None and not isinstance(self.executor, Executor | Pool):
             raise TypeError(
                 "Node executor must be a concurrent.futures.Executor or a hotplumb.Pool, "
@@ -239,7 +347,8 @@ class Node:
         inputs: Any = self.inputs  # callers may pass any iterable; normalised here
         if type(inputs) is not tuple:
             if isinstance(inputs, str | bytes) or not isinstance(inputs, Iterable):
-                raise TypeError(f"Node inputs must be a sequence of keys, got {inputs!r}")
+                hint = f" (for one key, write inputs=[{inputs!r}])" if inputs else ""
+                raise TypeError(f"Node inputs must be a sequence of keys, got {inputs!r}{hint}")
             inputs = tuple(inputs)
             object.__setattr__(self, "inputs", inputs)
         if len(inputs) > 1 and len(set(inputs)) != len(inputs):
@@ -250,16 +359,32 @@ class Node:
             check_key(k)
         if not callable(self.fn):
             raise TypeError(f"Node fn must be callable, got {self.fn!r}")
+        for name in ("state", "migrate", "on_error", "on_change", "source", "flush"):
+            _check_callable(f"Node {name}", getattr(self, name))
+        if self.on_change is not None and _is_async(self.on_change):
+            raise TypeError(
+                f"Node on_change must be a plain function, got {self.on_change!r}: "
+                f"it is called, not awaited, when the node's readers change"
+            )
         if self.source is not None and inputs:
             raise TypeError("a generator source has no inputs")
-        if self.timeout is not None and not (self.timeout > 0 and math.isfinite(self.timeout)):
-            raise ValueError(f"Node timeout must be positive and finite, got {self.timeout!r}")
-        if self.capacity is not None and self.capacity < 1:
-            raise ValueError(f"Node capacity must be at least 1, got {self.capacity!r}")
-        if self.output_capacity is not None and self.output_capacity < 1:
-            raise ValueError(
-                f"Node output_capacity must be at least 1, got {self.output_capacity!r}"
-            )
+        for name in ("target", "pass_datum", "batched"):
+            if type(getattr(self, name)) is not bool:
+                raise TypeError(f"Node {name} must be a bool, got {getattr(self, name)!r}")
+        if self.timeout is not None:
+            timeout = _check_seconds("Node timeout", self.timeout)
+            if timeout is not self.timeout:
+                object.__setattr__(self, "timeout", timeout)
+        for name in ("capacity", "output_capacity"):
+            value = getattr(self, name)
+            if value is not None:
+                count = _check_count(f"Node {name}", value, 1)
+                if count is not value:
+                    object.__setattr__(self, name, count)
+        if self.restart is not None and not isinstance(self.restart, RestartPolicy):
+            raise TypeError(f"Node restart must be a RestartPolicy or None, got {self.restart!r}")
+        if self.kind is not None and not isinstance(self.kind, NodeKind):
+            raise TypeError(f"Node kind must be a NodeKind or None, got {self.kind!r}")
 
     @property
     def is_entry(self) -> bool:
@@ -289,7 +414,8 @@ def sink(
 
     Args:
         callback: Called with every datum that reaches the sink; may be async.
-        inputs: The keys the sink reads.
+        inputs: The keys the sink reads (a list or tuple of keys, even for
+            one key: a string is refused, as by :class:`Node`).
         batched: Call ``callback`` once per batch with a :class:`~hotplumb.Data`
             instead (see ``Node.batched``).
         **options: Further :class:`Node` fields (``on_error``, ``timeout``, ...).
@@ -297,15 +423,17 @@ def sink(
     Returns:
         A target node.
 
+    Raises:
+        TypeError: ``inputs`` is a string or not iterable, or an option is
+            invalid, as for :class:`Node`.
+
     Example:
         >>> received = []
         >>> out = sink(received.append, inputs=["plus1"])
         >>> out.target
         True
     """
-    return Node(
-        callback, inputs=tuple(inputs), target=True, pass_datum=True, batched=batched, **options
-    )
+    return Node(callback, inputs=inputs, target=True, pass_datum=True, batched=batched, **options)
 
 
 def source(produce: Callable[[Context], AsyncIterator[Any]], **options: Any) -> Node:
