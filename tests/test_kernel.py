@@ -347,6 +347,6 @@ def test_state_must_be_callable() -> None:
     assert build_kernel("n", hp.Node(state=lambda: 0)).is_identity
     with pytest.raises(TypeError, match=r"Node state must be callable or None, got \[\]"):
         hp.Node(state=[])  # type: ignore[arg-type]
-    message = refused(hp.Node(state=lambda seed: seed))
+    message = refused(hp.Node(state=lambda seed: seed))  # type: ignore[arg-type,misc]
     assert "state" in message
     assert "must take no arguments, but requires ['seed']" in message
