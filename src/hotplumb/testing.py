@@ -5,22 +5,43 @@ the test moves it. Every timer, source and processing timeout in hotplumb reads
 time through the topology's clock, so a test can cover minutes of timer ticks
 in milliseconds, and the same test gives the same result every time.
 
-How "let the woken tasks run" works. asyncio runs ready callbacks in the order
-they were scheduled, and a task that is waiting (for a channel, an event, a
-clock sleep) schedules nothing. :func:`wait_all_tasks_blocked` yields to the
-event loop until no callback is ready any more, that is, until every task is
-waiting for something. :meth:`FakeClock.advance` does that after each wake-up,
-so by the time it moves on to the next deadline, everything the previous one
-caused has happened. Nothing here sleeps in real time; every wait is bounded
-by a number of event-loop steps or by fake time.
+How "let the woken tasks run" works. :func:`wait_all_tasks_blocked` yields to
+the event loop (``await asyncio.sleep(0)``) pass after pass until two passes in
+a row see no task make progress, that is, until every task is waiting for
+something. :meth:`FakeClock.advance` does that after each wake-up, so by the
+time it moves on to the next deadline, everything the previous one caused has
+happened. Nothing here sleeps in real time; every wait is bounded by a number
+of event-loop passes or by fake time.
+
+Progress is read through public means only, so the helpers work on any event
+loop that runs :class:`asyncio.Task` objects and runs ``call_soon`` callbacks
+in the order they were scheduled: asyncio's own loops, uvloop and Pyodide's
+``WebLoop`` (each is tested). A pass's mark of a task is its await chain, read
+with :func:`asyncio.all_tasks` and the standard introspection attributes
+(``cr_await``, ``gi_yieldfrom``, ``ag_await``, each frame's ``f_lasti``, and
+:func:`gc.get_referents` to step from ``agen.__anext__()`` into the async
+generator): every object on the chain, held for the comparison so that no
+identity is reused, and the instruction offset of every frame. A task that runs
+at all between two passes leaves another chain (every ``await`` makes a new
+awaiting object), a new task or a finished one changes the set, and a task that
+waits leaves its chain as it was. The second quiet pass is for wake-ups: a
+callback that was ready when a pass began runs during it, and the task wake-up
+it schedules runs during the next pass. What this cannot see is a chain of two
+or more plain callbacks (``call_soon`` callbacks that reschedule themselves)
+before any task wakes; nothing in hotplumb works that way. Loops keep their
+ready queues to themselves (uvloop's is not reachable from Python, the
+``WebLoop`` leaves them to the JavaScript event loop), which is why these
+helpers do not read one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import heapq
 import itertools
 import math
+import types
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
@@ -30,19 +51,79 @@ __all__ = ["FakeClock", "wait_all_tasks_blocked", "wait_until"]
 
 T = TypeVar("T")
 
-# When the event loop does not expose its ready queue, yield this many times.
-_BLIND_STEPS = 64
+# Quiet passes in a row that mean "every task waits" (see the module docstring).
+_QUIET_PASSES = 2
+# Await chains deeper than this are compared on their first _MAX_DEPTH links.
+_MAX_DEPTH = 64
+
+
+def _await_chain(task: asyncio.Task[object]) -> tuple[object, ...]:
+    """Where ``task`` stands: each awaiting object from its coroutine inwards, and frame offsets."""
+    marks: list[object] = []
+    link: object = task.get_coro()
+    for _ in range(_MAX_DEPTH):
+        if link is None:
+            break
+        frame = (
+            getattr(link, "cr_frame", None)
+            or getattr(link, "gi_frame", None)
+            or getattr(link, "ag_frame", None)
+        )
+        marks.append(link)
+        marks.append(frame.f_lasti if frame is not None else None)
+        inner = (
+            getattr(link, "cr_await", None)
+            or getattr(link, "gi_yieldfrom", None)
+            or getattr(link, "ag_await", None)
+        )
+        if inner is None and not isinstance(
+            link, types.GeneratorType | types.CoroutineType | types.AsyncGeneratorType
+        ):
+            # `agen.__anext__()` / `athrow()` objects do not expose their generator
+            # as an attribute; it is among the objects they refer to.
+            inner = next(
+                (r for r in gc.get_referents(link) if isinstance(r, types.AsyncGeneratorType)),
+                None,
+            )
+        link = inner
+    return tuple(marks)
+
+
+def _marks(me: asyncio.Task[object] | None) -> dict[asyncio.Task[object], tuple[object, ...]]:
+    return {task: _await_chain(task) for task in asyncio.all_tasks() if task is not me}
+
+
+def _same(
+    a: dict[asyncio.Task[object], tuple[object, ...]],
+    b: dict[asyncio.Task[object], tuple[object, ...]],
+) -> bool:
+    if a.keys() != b.keys():
+        return False
+    for task, chain in a.items():
+        other = b[task]
+        # Objects compare by identity (never by a user's __eq__), offsets by value.
+        if len(chain) != len(other) or any(
+            x is not y and not (type(x) is int and x == y)
+            for x, y in zip(chain, other, strict=True)
+        ):
+            return False
+    return True
 
 
 async def wait_all_tasks_blocked(*, max_steps: int = 100_000) -> None:
     """Yield to the event loop until every other task is waiting for something.
 
+    It yields pass after pass until two passes in a row see no task make
+    progress (the module docstring says how progress is seen, and on which
+    event loops).
+
     Args:
-        max_steps: The most event-loop steps to wait.
+        max_steps: The most event-loop passes to wait.
 
     Raises:
-        RuntimeError: Some task was still runnable after ``max_steps`` steps
-            (for instance, a loop that never awaits anything but ``sleep(0)``).
+        RuntimeError: Some task was still making progress after ``max_steps``
+            passes (for instance, a loop that never awaits anything but
+            ``sleep(0)``).
 
     Example:
         >>> async def main():
@@ -57,19 +138,17 @@ async def wait_all_tasks_blocked(*, max_steps: int = 100_000) -> None:
         >>> asyncio.run(main())
         [True]
     """
-    loop = asyncio.get_running_loop()
-    # The default event loop keeps its runnable callbacks in `_ready`; an empty
-    # queue right after this task resumes means nothing else can run.
-    ready = getattr(loop, "_ready", None)
-    if ready is None:  # pragma: no cover - other event loop implementations
-        for _ in range(_BLIND_STEPS):
-            await asyncio.sleep(0)
-        return
+    me = asyncio.current_task()
+    before = _marks(me)
+    quiet = 0
     for _ in range(max_steps):
         await asyncio.sleep(0)
-        if not ready:
+        after = _marks(me)
+        quiet = quiet + 1 if _same(before, after) else 0
+        if quiet >= _QUIET_PASSES:
             return
-    raise RuntimeError(f"tasks were still runnable after {max_steps} event-loop steps")
+        before = after
+    raise RuntimeError(f"tasks were still runnable after {max_steps} event-loop passes")
 
 
 async def wait_until(predicate: Callable[[], bool], *, timeout: float = 5.0) -> None:
