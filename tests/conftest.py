@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from typing import TYPE_CHECKING
 
 import pytest
@@ -30,8 +31,9 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HOTPLUMB_PROFILE", "ci"))
 
 LOOPS = ("asyncio", "uvloop")
-LOOP = os.environ.get("HOTPLUMB_LOOP", "asyncio")
-if LOOP not in LOOPS:
+# Pyodide has one loop, its own WebLoop (tests/pyodide/run_pytest.py runs the tests there).
+LOOP = "webloop" if sys.platform == "emscripten" else os.environ.get("HOTPLUMB_LOOP", "asyncio")
+if LOOP not in (*LOOPS, "webloop"):
     raise pytest.UsageError(f"HOTPLUMB_LOOP must be one of {', '.join(LOOPS)}, not {LOOP!r}")
 
 if LOOP == "uvloop":
