@@ -42,7 +42,7 @@ import heapq
 import itertools
 import math
 import types
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -57,57 +57,41 @@ _QUIET_PASSES = 2
 _MAX_DEPTH = 64
 
 
-def _await_chain(task: asyncio.Task[object]) -> tuple[object, ...]:
-    """Where ``task`` stands: each awaiting object from its coroutine inwards, and frame offsets."""
+def _await_chain(task: asyncio.Task[Any]) -> tuple[object, ...]:
+    """Where ``task`` stands: each awaiting object from its coroutine inwards, and frame offsets.
+
+    Every object on the chain compares by identity (none of the types walked
+    here defines ``__eq__``), the offsets by value.
+    """
     marks: list[object] = []
-    link: object = task.get_coro()
+    link: Any = task.get_coro()
     for _ in range(_MAX_DEPTH):
-        if link is None:
+        kind = type(link)
+        if kind is types.CoroutineType:
+            frame, inner = link.cr_frame, link.cr_await
+        elif kind is types.GeneratorType:
+            frame, inner = link.gi_frame, link.gi_yieldfrom
+        elif kind is types.AsyncGeneratorType:
+            frame, inner = link.ag_frame, link.ag_await
+        elif link is None:
             break
-        frame = (
-            getattr(link, "cr_frame", None)
-            or getattr(link, "gi_frame", None)
-            or getattr(link, "ag_frame", None)
-        )
-        marks.append(link)
-        marks.append(frame.f_lasti if frame is not None else None)
-        inner = (
-            getattr(link, "cr_await", None)
-            or getattr(link, "gi_yieldfrom", None)
-            or getattr(link, "ag_await", None)
-        )
-        if inner is None and not isinstance(
-            link, types.GeneratorType | types.CoroutineType | types.AsyncGeneratorType
-        ):
-            # `agen.__anext__()` / `athrow()` objects do not expose their generator
-            # as an attribute; it is among the objects they refer to.
+        else:
+            frame = None
+            # `agen.__anext__()` and `athrow()` objects do not expose their
+            # generator as an attribute; it is among the objects they refer to.
+            # Anything else (a future's iterator, say) ends the chain.
             inner = next(
-                (r for r in gc.get_referents(link) if isinstance(r, types.AsyncGeneratorType)),
+                (r for r in gc.get_referents(link) if type(r) is types.AsyncGeneratorType),
                 None,
             )
+        marks.append(link)
+        marks.append(-1 if frame is None else frame.f_lasti)
         link = inner
     return tuple(marks)
 
 
-def _marks(me: asyncio.Task[object] | None) -> dict[asyncio.Task[object], tuple[object, ...]]:
+def _marks(me: asyncio.Task[Any] | None) -> dict[asyncio.Task[Any], tuple[object, ...]]:
     return {task: _await_chain(task) for task in asyncio.all_tasks() if task is not me}
-
-
-def _same(
-    a: dict[asyncio.Task[object], tuple[object, ...]],
-    b: dict[asyncio.Task[object], tuple[object, ...]],
-) -> bool:
-    if a.keys() != b.keys():
-        return False
-    for task, chain in a.items():
-        other = b[task]
-        # Objects compare by identity (never by a user's __eq__), offsets by value.
-        if len(chain) != len(other) or any(
-            x is not y and not (type(x) is int and x == y)
-            for x, y in zip(chain, other, strict=True)
-        ):
-            return False
-    return True
 
 
 async def wait_all_tasks_blocked(*, max_steps: int = 100_000) -> None:
@@ -144,7 +128,7 @@ async def wait_all_tasks_blocked(*, max_steps: int = 100_000) -> None:
     for _ in range(max_steps):
         await asyncio.sleep(0)
         after = _marks(me)
-        quiet = quiet + 1 if _same(before, after) else 0
+        quiet = quiet + 1 if after == before else 0
         if quiet >= _QUIET_PASSES:
             return
         before = after
