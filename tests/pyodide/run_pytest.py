@@ -19,8 +19,8 @@ It also registers those plugins' ini options (``asyncio_mode``,
 ``asyncio_default_fixture_loop_scope``, ``timeout``) so that
 ``--strict-config`` accepts the project's configuration.
 
-Known failures are marked ``xfail(strict=True)`` here, never in the tests:
-each says why and is listed in ``docs/portability.md``.
+Known failures are marked ``xfail`` here, never in the tests: each says why,
+and ``docs/portability.md`` lists them.
 """
 
 from __future__ import annotations
@@ -32,8 +32,21 @@ from typing import Any
 
 import pytest
 
-# node id -> why it fails on Pyodide (strict: an unexpected pass fails the run).
-KNOWN_FAILURES: dict[str, str] = {}
+# node id -> why it fails on Pyodide, and whether a pass would be a surprise
+# (strict: it fails the run). The ones that depend on the machine's speed are
+# not strict: a fast machine may pass them.
+KNOWN_FAILURES: dict[str, tuple[str, bool]] = {
+    "tests/test_graph.py::test_edits_are_incremental": (
+        "bounds the wall-clock time of a 100,000-node edit by 2 s, which CPython meets"
+        " and WebAssembly, some 3x slower, does not",
+        False,
+    ),
+    "tests/test_runtime.py::test_a_million_items_through_a_slow_sink_keep_memory_bounded": (
+        "a million items (a test marked slow) take longer than the 60 s bound per test"
+        " at Pyodide's speed",
+        False,
+    ),
+}
 
 
 class PyodideShim:
@@ -48,9 +61,10 @@ class PyodideShim:
     @staticmethod
     def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
         for item in items:
-            reason = KNOWN_FAILURES.get(item.nodeid)
-            if reason is not None:
-                item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
+            known = KNOWN_FAILURES.get(item.nodeid)
+            if known is not None:
+                reason, strict = known
+                item.add_marker(pytest.mark.xfail(reason=reason, strict=strict))
 
     @staticmethod
     @pytest.hookimpl(tryfirst=True)
