@@ -226,5 +226,7 @@ def test_explain_shows_values_that_cannot_be_printed() -> None:
     route = hp.Route("in").child("out")
     huge = 10**5000  # more digits than Python 3.11 will print
     text = hp.Datum(huge, Unprintable(), route).explain()
-    assert "<int of" in text
+    # Up to 3.13 reprlib raises on such an int and hotplumb names its size; from 3.14
+    # reprlib says it itself (python/cpython#135487).
+    assert "<int of" in text or "<int instance with roughly 5001 digits" in text
     assert "Unprintable instance" in text  # reprlib names what it cannot print

@@ -5,23 +5,44 @@ the test moves it. Every timer, source and processing timeout in hotplumb reads
 time through the topology's clock, so a test can cover minutes of timer ticks
 in milliseconds, and the same test gives the same result every time.
 
-How "let the woken tasks run" works. asyncio runs ready callbacks in the order
-they were scheduled, and a task that is waiting (for a channel, an event, a
-clock sleep) schedules nothing. :func:`wait_all_tasks_blocked` yields to the
-event loop until no callback is ready any more, that is, until every task is
-waiting for something. :meth:`FakeClock.advance` does that after each wake-up,
-so by the time it moves on to the next deadline, everything the previous one
-caused has happened. Nothing here sleeps in real time; every wait is bounded
-by a number of event-loop steps or by fake time.
+How "let the woken tasks run" works. :func:`wait_all_tasks_blocked` yields to
+the event loop (``await asyncio.sleep(0)``) pass after pass until two passes in
+a row see no task make progress, that is, until every task is waiting for
+something. :meth:`FakeClock.advance` does that after each wake-up, so by the
+time it moves on to the next deadline, everything the previous one caused has
+happened. Nothing here sleeps in real time; every wait is bounded by a number
+of event-loop passes or by fake time.
+
+Progress is read through public means only, so the helpers work on any event
+loop that runs :class:`asyncio.Task` objects and runs ``call_soon`` callbacks
+in the order they were scheduled: asyncio's own loops, uvloop and Pyodide's
+``WebLoop`` (each is tested). A pass's mark of a task is its await chain, read
+with :func:`asyncio.all_tasks` and the standard introspection attributes
+(``cr_await``, ``gi_yieldfrom``, ``ag_await``, each frame's ``f_lasti``, and
+:func:`gc.get_referents` to step from ``agen.__anext__()`` into the async
+generator): every object on the chain, held for the comparison so that no
+identity is reused, and the instruction offset of every frame. A task that runs
+at all between two passes leaves another chain (every ``await`` makes a new
+awaiting object), a new task or a finished one changes the set, and a task that
+waits leaves its chain as it was. The second quiet pass is for wake-ups: a
+callback that was ready when a pass began runs during it, and the task wake-up
+it schedules runs during the next pass. What this cannot see is a chain of two
+or more plain callbacks (``call_soon`` callbacks that reschedule themselves)
+before any task wakes; nothing in hotplumb works that way. Loops keep their
+ready queues to themselves (uvloop's is not reachable from Python, the
+``WebLoop`` leaves them to the JavaScript event loop), which is why these
+helpers do not read one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import heapq
 import itertools
 import math
-from typing import TYPE_CHECKING, TypeVar
+import types
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -30,19 +51,63 @@ __all__ = ["FakeClock", "wait_all_tasks_blocked", "wait_until"]
 
 T = TypeVar("T")
 
-# When the event loop does not expose its ready queue, yield this many times.
-_BLIND_STEPS = 64
+# Quiet passes in a row that mean "every task waits" (see the module docstring).
+_QUIET_PASSES = 2
+# Await chains deeper than this are compared on their first _MAX_DEPTH links.
+_MAX_DEPTH = 64
+
+
+def _await_chain(task: asyncio.Task[Any]) -> tuple[object, ...]:
+    """Where ``task`` stands: each awaiting object from its coroutine inwards, and frame offsets.
+
+    Every object on the chain compares by identity (none of the types walked
+    here defines ``__eq__``), the offsets by value.
+    """
+    marks: list[object] = []
+    link: Any = task.get_coro()
+    for _ in range(_MAX_DEPTH):
+        kind = type(link)
+        if kind is types.CoroutineType:
+            frame, inner = link.cr_frame, link.cr_await
+        elif kind is types.GeneratorType:
+            frame, inner = link.gi_frame, link.gi_yieldfrom
+        elif kind is types.AsyncGeneratorType:
+            frame, inner = link.ag_frame, link.ag_await
+        elif link is None:
+            break
+        else:
+            frame = None
+            # `agen.__anext__()` and `athrow()` objects do not expose their
+            # generator as an attribute; it is among the objects they refer to.
+            # Anything else (a future's iterator, say) ends the chain.
+            inner = next(
+                (r for r in gc.get_referents(link) if type(r) is types.AsyncGeneratorType),
+                None,
+            )
+        marks.append(link)
+        marks.append(-1 if frame is None else frame.f_lasti)
+        link = inner
+    return tuple(marks)
+
+
+def _marks(me: asyncio.Task[Any] | None) -> dict[asyncio.Task[Any], tuple[object, ...]]:
+    return {task: _await_chain(task) for task in asyncio.all_tasks() if task is not me}
 
 
 async def wait_all_tasks_blocked(*, max_steps: int = 100_000) -> None:
     """Yield to the event loop until every other task is waiting for something.
 
+    It yields pass after pass until two passes in a row see no task make
+    progress (the module docstring says how progress is seen, and on which
+    event loops).
+
     Args:
-        max_steps: The most event-loop steps to wait.
+        max_steps: The most event-loop passes to wait.
 
     Raises:
-        RuntimeError: Some task was still runnable after ``max_steps`` steps
-            (for instance, a loop that never awaits anything but ``sleep(0)``).
+        RuntimeError: Some task was still making progress after ``max_steps``
+            passes (for instance, a loop that never awaits anything but
+            ``sleep(0)``).
 
     Example:
         >>> async def main():
@@ -57,19 +122,17 @@ async def wait_all_tasks_blocked(*, max_steps: int = 100_000) -> None:
         >>> asyncio.run(main())
         [True]
     """
-    loop = asyncio.get_running_loop()
-    # The default event loop keeps its runnable callbacks in `_ready`; an empty
-    # queue right after this task resumes means nothing else can run.
-    ready = getattr(loop, "_ready", None)
-    if ready is None:  # pragma: no cover - other event loop implementations
-        for _ in range(_BLIND_STEPS):
-            await asyncio.sleep(0)
-        return
+    me = asyncio.current_task()
+    before = _marks(me)
+    quiet = 0
     for _ in range(max_steps):
         await asyncio.sleep(0)
-        if not ready:
+        after = _marks(me)
+        quiet = quiet + 1 if after == before else 0
+        if quiet >= _QUIET_PASSES:
             return
-    raise RuntimeError(f"tasks were still runnable after {max_steps} event-loop steps")
+        before = after
+    raise RuntimeError(f"tasks were still runnable after {max_steps} event-loop passes")
 
 
 async def wait_until(predicate: Callable[[], bool], *, timeout: float = 5.0) -> None:
