@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/bench_concurrency.py              # everything: about two minutes on 2 cores
+    python bench/bench_concurrency.py              # everything: 3 to 6 minutes on 2 cores
     python bench/bench_concurrency.py --quick      # a smoke run: seconds
     python bench/bench_concurrency.py --only W5,W6 --repeat 7
 
