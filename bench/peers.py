@@ -30,6 +30,7 @@ __all__ = [
     "CONTESTANTS",
     "NotApplicable",
     "Workload",
+    "burn",
     "run_aiostream",
     "run_hotplumb",
     "run_overlap_floor",
@@ -96,6 +97,11 @@ def double(x: int) -> int:
 async def async_inc(x: int) -> int:
     await asyncio.sleep(0)
     return x + 1
+
+
+def burn(x: int) -> int:
+    """CPU-bound work (W6): ``sum(range(20000))``, plus ``x``. Module-level, so it pickles."""
+    return sum(range(20_000)) + x
 
 
 def _fns(workload: Workload) -> list[Callable[[int], int]]:

@@ -1,5 +1,10 @@
 """A checker for live changes: versioned nodes that tag data, and the guarantees.
 
+A processor may process several data at once (``Spec.concurrency``, an async
+tagger whose delay differs per datum, so calls finish out of order), or run
+its tagging in a thread pool (``Spec.executor``: one the test owns, or the
+topology's :attr:`hotplumb.Pool.THREADS`).
+
 Every node of a :class:`Plan` tags the value passing through it with
 ``(key, version)``; sinks log what they receive and their own version. After a
 run, :func:`check` finds, for every injected datum, the epochs (graph
@@ -19,13 +24,18 @@ import itertools
 from collections import Counter
 from collections.abc import AsyncIterator, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from hypothesis import strategies as st
 
 import hotplumb as hp
 
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
 Tags = tuple[tuple[Hashable, int], ...]
+Where = Literal["own", "pool"] | None
+"""Where a processor's tagging runs: the test's thread pool, Pool.THREADS, or the loop."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,8 @@ class Spec:
     delay: int = 0  # event-loop turns the node takes per datum
     target: bool = False
     produces: bool = False  # a generator source, producing on its own
+    concurrency: int = 1  # data processed at once
+    executor: Where = None  # tag in the test's threads or Pool.THREADS
 
 
 @dataclass(frozen=True)
@@ -91,10 +103,13 @@ class Log:
     nodes: dict[tuple[str, Spec], hp.Node] = field(default_factory=dict)
     produce: int = 0  # how many values each generator source makes, across its versions
     sequences: dict[str, Iterator[int]] = field(default_factory=dict)
+    executor: Executor | None = None  # the thread pool the test owns, for Spec.executor "own"
 
 
-def _tagger(key: str, version: int, delay: int) -> Any:
-    if not delay:
+def _tagger(
+    key: str, version: int, delay: int, concurrency: int = 1, executor: bool = False
+) -> Any:
+    if executor or (not delay and concurrency == 1):
 
         def tag(value: tuple[Any, Tags]) -> tuple[Any, Tags]:
             return (value[0], (*value[1], (key, version)))
@@ -102,7 +117,11 @@ def _tagger(key: str, version: int, delay: int) -> Any:
         return tag
 
     async def slow_tag(value: tuple[Any, Tags]) -> tuple[Any, Tags]:
-        for _ in range(delay):
+        # Concurrent: each datum takes its own number of turns (0 to delay + 1),
+        # so the calls in flight finish out of order.
+        seq = value[0][1]
+        turns = delay if concurrency == 1 else (seq * 7 + len(key) + version) % (delay + 2)
+        for _ in range(turns):
             await asyncio.sleep(0)
         return (value[0], (*value[1], (key, version)))
 
@@ -130,7 +149,14 @@ def _node(key: str, spec: Spec, log: Log) -> hp.Node:
         return hp.source(_producer(key, log), fn=lambda v: (v, ((key, spec.version),)))
     if not spec.inputs:
         return hp.Node(lambda v: (v, ((key, spec.version),)))
-    return hp.Node(_tagger(key, spec.version, spec.delay), inputs=spec.inputs)
+    executor: Executor | hp.Pool | None = None
+    if spec.executor == "own":
+        assert log.executor is not None
+        executor = log.executor
+    elif spec.executor == "pool":
+        executor = hp.Pool.THREADS
+    fn = _tagger(key, spec.version, spec.delay, spec.concurrency, executor is not None)
+    return hp.Node(fn, inputs=spec.inputs, concurrency=spec.concurrency, executor=executor)
 
 
 _LATER = 1 << 30  # an epoch bound not yet known
@@ -216,10 +242,21 @@ def bump(plan: Plan, key: str, version: int, **changes: Any) -> Plan:
     return Plan(specs)
 
 
+concurrencies: st.SearchStrategy[int] = st.one_of(st.just(1), st.integers(2, 8))
+"""How many data a processor takes at once: one, or 2 to 8."""
+
+EXECUTORS: Final[tuple[Where, ...]] = (None, None, "own", "pool")
+"""Where a processor tags, half of the time on the event loop."""
+
+executors: st.SearchStrategy[Where] = st.sampled_from(EXECUTORS)
+"""Where a processor tags: on the event loop, in the test's thread pool, or Pool.THREADS."""
+
+
 @st.composite
 def plans(draw: st.DrawFn) -> Plan:
     """Random DAGs: 1-3 sources each kept alive by a target, 1-6 processors with
-    1-3 inputs (diamonds and joins arise), 1-3 more targets; random delays.
+    1-3 inputs (diamonds and joins arise), 1-3 more targets; random delays,
+    concurrency and executors.
     """
     specs: dict[str, Spec] = {}
     sources = [f"s{i}" for i in range(draw(st.integers(1, 3)))]
@@ -229,7 +266,13 @@ def plans(draw: st.DrawFn) -> Plan:
     for i in range(draw(st.integers(1, 6))):
         pool = sources + procs
         inputs = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=3, unique=True))
-        specs[f"p{i}"] = Spec(tuple(inputs), 0, draw(st.integers(0, 3)))
+        specs[f"p{i}"] = Spec(
+            tuple(inputs),
+            0,
+            draw(st.integers(0, 3)),
+            concurrency=draw(concurrencies),
+            executor=draw(executors),
+        )
         procs.append(f"p{i}")
     for s in sources:
         specs[f"keep/{s}"] = Spec((s,), target=True)

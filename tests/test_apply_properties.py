@@ -10,23 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import pytest
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 import hotplumb as hp
 from hotplumb.testing import wait_until
-from tests.reconfig import Log, Plan, Spec, apply, build, check, inject
+from tests.reconfig import EXECUTORS, Log, Plan, Spec, apply, build, check, inject
 from tests.reconfig import plans as plan_strategy
 
 
 def edit(plan: Plan, rng: random.Random, version: int) -> Plan:
     """One random edit of ``plan``.
 
-    Replace, rewire or re-delay a node, add or remove a target, add a branch,
-    add or remove a source.
+    Replace, rewire or re-delay a node, change how many data it takes at once
+    or where it runs, add or remove a target, add a branch, add or remove a source.
     """
     specs = dict(plan.specs)
     keys = list(specs)
@@ -38,6 +39,7 @@ def edit(plan: Plan, rng: random.Random, version: int) -> Plan:
             "replace",
             "rewire",
             "delay",
+            "concurrency",
             "add_target",
             "remove_target",
             "branch",
@@ -62,10 +64,17 @@ def edit(plan: Plan, rng: random.Random, version: int) -> Plan:
         earlier = keys[: keys.index(key)]
         earlier = [k for k in earlier if not specs[k].target]
         inputs = tuple(rng.sample(earlier, rng.randint(1, min(3, len(earlier)))))
-        specs[key] = Spec(inputs, version, specs[key].delay)
+        specs[key] = replace(specs[key], inputs=inputs, version=version)
     elif choice == "delay" and procs:
         key = rng.choice(procs)
-        specs[key] = Spec(specs[key].inputs, version, rng.randint(0, 3))
+        specs[key] = replace(specs[key], version=version, delay=rng.randint(0, 3))
+    elif choice == "concurrency" and procs:
+        key = rng.choice(procs)
+        concurrency = rng.choice([1, rng.randint(2, 8)])
+        executor = rng.choice(EXECUTORS)
+        specs[key] = replace(
+            specs[key], version=version, concurrency=concurrency, executor=executor
+        )
     elif choice == "add_target":
         readers = [k for k in keys if not specs[k].target]
         inputs = tuple(rng.sample(readers, rng.randint(1, min(2, len(readers)))))
@@ -77,7 +86,9 @@ def edit(plan: Plan, rng: random.Random, version: int) -> Plan:
     elif choice == "branch":
         readers = [k for k in keys if not specs[k].target]
         inputs = tuple(rng.sample(readers, rng.randint(1, min(3, len(readers)))))
-        specs[f"p{version}"] = Spec(inputs, version, rng.randint(0, 3))
+        specs[f"p{version}"] = Spec(
+            inputs, version, rng.randint(0, 3), concurrency=rng.choice([1, rng.randint(2, 8)])
+        )
         specs[f"t{version}"] = Spec((f"p{version}",), version, target=True)
     else:
         key = rng.choice(keys)
@@ -100,7 +111,13 @@ def _ancestors(specs: dict[str, Spec], key: str) -> set[str]:
 
 async def scenario(plans: list[Plan], items: int, capacity: int, seed: int) -> list[str]:
     rng = random.Random(seed)
-    log = Log(produce=items)
+    with ThreadPoolExecutor(2, thread_name_prefix="reconfig") as executor:
+        return await _scenario(plans, items, capacity, rng, Log(produce=items, executor=executor))
+
+
+async def _scenario(
+    plans: list[Plan], items: int, capacity: int, rng: random.Random, log: Log
+) -> list[str]:
     async with hp.run(build(plans[0], log), capacity=capacity) as topo:
         # Every source of every version: one not running (yet, or any more) refuses
         # data, which is then not injected and not expected anywhere.
@@ -144,5 +161,8 @@ def test_live_changes_keep_every_guarantee(
     plans = [start]
     for n in range(changes):
         plans.append(edit(plans[-1], rng, 1000 + n))
+    specs = [s for plan in plans for s in plan.specs.values()]
+    event(f"concurrent nodes: {any(s.concurrency > 1 for s in specs)}")
+    event(f"executor nodes: {any(s.executor is not None for s in specs)}")
     problems = asyncio.run(scenario(plans, items, capacity, seed))
     assert problems == []
