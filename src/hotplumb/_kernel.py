@@ -325,6 +325,10 @@ class Processor(Protocol):
     async def send(self, out: Outputs) -> None:
         """Send on what ``out`` has ready (see :meth:`Outputs.take`)."""
 
+    def readers_idle(self) -> bool:
+        """Whether some reader has nothing waiting from this node (sending early helps)."""
+        ...
+
 
 def ends_task(error: BaseException) -> bool:
     """Whether ``error`` must end the node's task rather than fail one input."""
@@ -401,8 +405,9 @@ def map_each(kernel: Kernel, node: Processor, out: Outputs) -> None:
     out.filtered += skipped
 
 
-# A node's outputs wait at most this long (on the topology's clock) after the
-# first of them is ready before they are sent on, whatever the batch's size.
+# Outputs ready in the middle of a batch are sent on once this long has passed
+# (on the topology's clock) since the last send, if a reader has nothing to do:
+# see call_each for the bound this gives.
 LATENCY: Final = 0.001
 
 
@@ -433,10 +438,13 @@ def prepare_call(
 async def call_each(kernel: Kernel, node: Processor, out: Outputs) -> None:
     """Call the callable for one input at a time, in order.
 
-    Outputs are sent on as they are ready: once :data:`LATENCY` has passed on
-    the topology's clock since the last were sent, what is ready goes before
-    the next input is processed, so a slow batch never holds back what it has
-    already produced.
+    Outputs are sent on as they are ready: after an input, if :data:`LATENCY`
+    has passed on the topology's clock since the last send and a reader has
+    nothing from this node waiting, what is ready goes before the next input is
+    processed. So a ready output waits at most ``LATENCY`` plus the processing
+    time of the one input after it; a slow batch never holds back what it has
+    already produced, and while readers are busy, outputs keep travelling in
+    big batches.
     """
     many = kernel.mode is Mode.GENERATOR or kernel.mode is Mode.ASYNC_GENERATOR
     # The common case, awaited directly: an async def of the value, no timeout.
@@ -468,7 +476,12 @@ async def call_each(kernel: Kernel, node: Processor, out: Outputs) -> None:
                     out.add_many(result, parents)
                 else:
                     out.add(result)
-            if i + 1 < count and not out.target and clock.now() - out.sent_at >= LATENCY:
+            if (
+                i + 1 < count
+                and not out.target
+                and clock.now() - out.sent_at >= LATENCY
+                and node.readers_idle()
+            ):
                 await node.send(out)
     finally:
         if kernel.takes_context:

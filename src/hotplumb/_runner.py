@@ -465,6 +465,10 @@ class Runner:
         await self.send(out)
         self._settle(out)
 
+    def readers_idle(self) -> bool:
+        """Whether some reader has nothing from this node waiting in its channel."""
+        return any(not channel for channel in self.outputs)
+
     async def send(self, out: Outputs) -> None:
         """Send on what ``out`` has ready (called by strategies as outputs are produced)."""
         produced = out.take()
@@ -538,7 +542,13 @@ class Runner:
         except Crash:
             await self._crashed()
             raise
-        if out.done or not window.calls or self._host.clock.now() - out.sent_at >= LATENCY:
+        calls = window.calls
+        if (
+            out.done
+            or not calls
+            or not calls[0][2].done()  # the next would make them wait: send them now
+            or self._host.clock.now() - out.sent_at >= LATENCY
+        ):
             # In order: every earlier batch is done and sent, or it would be the oldest.
             await self.send(out)
             if out.done:

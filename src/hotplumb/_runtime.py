@@ -334,12 +334,12 @@ class _Core:
             self.pools[kind] = executor
         return executor
 
-    def _shut_pools(self) -> list[Executor]:
+    def _shut_pools(self) -> None:
+        """Stop the pools without waiting for their workers (an abort cannot wait)."""
         pools = list(self.pools.values())
         self.pools.clear()
         for executor in pools:
             executor.shutdown(wait=False, cancel_futures=True)
-        return pools
 
     # -- for changes (ChangeHost) ------------------------------------------------
 
@@ -477,9 +477,11 @@ class _Core:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for executor in self._shut_pools():
+        pools = list(self.pools.values())
+        self.pools.clear()
+        for executor in pools:
             # Waiting for the workers to end blocks: do it off the event loop.
-            await asyncio.to_thread(executor.shutdown, wait=True)
+            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
         return self.finish(drained)
 
     def abort(self) -> ShutdownReport:
