@@ -89,6 +89,10 @@ class Member:
     def wake(self) -> None:
         self.wakes += 1
 
+    @property
+    def hungry(self) -> bool:
+        return True
+
 
 def member_of(participant: Participant) -> Member:
     assert isinstance(participant, Member)

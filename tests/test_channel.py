@@ -34,6 +34,10 @@ class Reader:
     def wake(self) -> None:
         self.wakes += 1
 
+    @property
+    def hungry(self) -> bool:
+        return True
+
 
 def batch(*values: Any) -> Batch:
     """A batch of its own route, so the channel never merges it with another."""

@@ -68,6 +68,11 @@ class Consumer(Protocol):
     def wake(self) -> None:
         """Called when the channel receives something."""
 
+    @property
+    def hungry(self) -> bool:
+        """Whether the consumer has nothing in hand (a producer may then send early)."""
+        ...
+
 
 class Channel(Protocol):
     """A bounded FIFO of batches and control messages into one consumer.

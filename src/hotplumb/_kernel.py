@@ -408,7 +408,7 @@ def map_each(kernel: Kernel, node: Processor, out: Outputs) -> None:
 # Outputs ready in the middle of a batch are sent on once this long has passed
 # (on the topology's clock) since the last send, if a reader has nothing to do:
 # see call_each for the bound this gives.
-LATENCY: Final = 0.001
+LATENCY: Final = 0.02
 
 
 def prepare_call(
@@ -439,9 +439,9 @@ async def call_each(kernel: Kernel, node: Processor, out: Outputs) -> None:
     """Call the callable for one input at a time, in order.
 
     Outputs are sent on as they are ready: after an input, if :data:`LATENCY`
-    has passed on the topology's clock since the last send and a reader has
-    nothing from this node waiting, what is ready goes before the next input is
-    processed. So a ready output waits at most ``LATENCY`` plus the processing
+    has passed on the topology's clock since the last send and a reader is
+    waiting for input (nothing in hand, nothing from this node queued), what is
+    ready goes before the next input is processed. So a ready output waits at most ``LATENCY`` plus the processing
     time of the one input after it; a slow batch never holds back what it has
     already produced, and while readers are busy, outputs keep travelling in
     big batches.
@@ -456,10 +456,12 @@ async def call_each(kernel: Kernel, node: Processor, out: Outputs) -> None:
     )
     fn = kernel.fn
     values = out.batch.values
-    clock = node.clock
-    count = len(values)
+    results = out.results
+    now = node.clock.now
+    early = not out.target  # a target delivers as it goes: nothing to send early
+    last = len(values) - 1
     try:
-        for i in range(out.settled, count):
+        for i in range(out.settled, last + 1):
             try:
                 parents: tuple[Datum, ...] = ()
                 if direct:
@@ -474,14 +476,12 @@ async def call_each(kernel: Kernel, node: Processor, out: Outputs) -> None:
             else:
                 if many:
                     out.add_many(result, parents)
-                else:
+                elif result is SKIP or type(result) is Emission:
                     out.add(result)
-            if (
-                i + 1 < count
-                and not out.target
-                and clock.now() - out.sent_at >= LATENCY
-                and node.readers_idle()
-            ):
+                else:  # a plain output: Outputs.add's common case, inline
+                    results.append(result)
+                    out.settled += 1
+            if early and i < last and now() - out.sent_at >= LATENCY and node.readers_idle():
                 await node.send(out)
     finally:
         if kernel.takes_context:

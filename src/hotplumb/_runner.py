@@ -466,8 +466,13 @@ class Runner:
         self._settle(out)
 
     def readers_idle(self) -> bool:
-        """Whether some reader has nothing from this node waiting in its channel."""
-        return any(not channel for channel in self.outputs)
+        """Whether some reader waits for input: nothing in hand, nothing from this node queued."""
+        return any(not channel and channel.consumer.hungry for channel in self.outputs)
+
+    @property
+    def hungry(self) -> bool:
+        """Whether the node has nothing in hand: it would take input at once."""
+        return not self.busy and self.sending is None
 
     async def send(self, out: Outputs) -> None:
         """Send on what ``out`` has ready (called by strategies as outputs are produced)."""
