@@ -155,7 +155,7 @@ class Window:
     async def oldest(self) -> tuple[Outputs, tuple[Datum, ...], _Outcome]:
         """Wait for the oldest call; return its batch's outputs, parents and outcome."""
         out, parents, task = self.calls[0]
-        outcome = await asyncio.shield(task)  # cancelling the runner must not cancel it here
+        outcome = await task  # cancelling the runner here cancels the call too: it ends with it
         self.calls.popleft()
         return out, parents, outcome
 
