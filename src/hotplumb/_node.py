@@ -129,11 +129,6 @@ def _check_seconds(what: str, value: object, *, positive: bool = True) -> float:
     return seconds
 
 
-def _check_callable(what: str, value: object) -> None:
-    if value is not None and not callable(value):
-        raise TypeError(f"{what} must be callable or None, got {value!r}")
-
-
 def _is_async(fn: Callable[..., Any]) -> bool:
     """Whether calling ``fn`` makes a coroutine or async generator, not a result."""
     call = fn
@@ -294,8 +289,30 @@ class Node:
             check_key(k)
         if not callable(self.fn):
             raise TypeError(f"Node fn must be callable, got {self.fn!r}")
+        flags: tuple[object, object] = (self.target, self.pass_datum)  # typed bool, maybe not
+        if type(flags[0]) is not bool or type(flags[1]) is not bool:
+            name = "target" if type(flags[0]) is not bool else "pass_datum"
+            raise TypeError(f"Node {name} must be a bool, got {getattr(self, name)!r}")
+        # Most nodes set none of the optional fields: one test skips them all.
+        if (
+            self.state is not None
+            or self.migrate is not None
+            or self.on_error is not None
+            or self.on_change is not None
+            or self.source is not None
+            or self.timeout is not None
+            or self.capacity is not None
+            or self.output_capacity is not None
+            or self.restart is not None
+            or self.kind is not None
+        ):
+            self._check_options(inputs)
+
+    def _check_options(self, inputs: tuple[Hashable, ...]) -> None:
         for name in ("state", "migrate", "on_error", "on_change", "source"):
-            _check_callable(f"Node {name}", getattr(self, name))
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise TypeError(f"Node {name} must be callable or None, got {value!r}")
         if self.on_change is not None and _is_async(self.on_change):
             raise TypeError(
                 f"Node on_change must be a plain function, got {self.on_change!r}: "
@@ -303,9 +320,6 @@ class Node:
             )
         if self.source is not None and inputs:
             raise TypeError("a generator source has no inputs")
-        for name in ("target", "pass_datum"):
-            if type(getattr(self, name)) is not bool:
-                raise TypeError(f"Node {name} must be a bool, got {getattr(self, name)!r}")
         if self.timeout is not None:
             timeout = _check_seconds("Node timeout", self.timeout)
             if timeout is not self.timeout:
