@@ -441,10 +441,10 @@ async def call_each(kernel: Kernel, node: Processor, out: Outputs) -> None:
     Outputs are sent on as they are ready: after an input, if :data:`LATENCY`
     has passed on the topology's clock since the last send and a reader is
     waiting for input (nothing in hand, nothing from this node queued), what is
-    ready goes before the next input is processed. So a ready output waits at most ``LATENCY`` plus the processing
-    time of the one input after it; a slow batch never holds back what it has
-    already produced, and while readers are busy, outputs keep travelling in
-    big batches.
+    ready goes before the next input is processed. So a ready output waits at
+    most ``LATENCY`` plus the processing time of the one input after it; a slow
+    batch never holds back what it has already produced, and while readers are
+    busy, outputs keep travelling in big batches.
     """
     many = kernel.mode is Mode.GENERATOR or kernel.mode is Mode.ASYNC_GENERATOR
     # The common case, awaited directly: an async def of the value, no timeout.

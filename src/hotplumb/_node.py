@@ -157,11 +157,6 @@ def _check_seconds(what: str, value: object, *, positive: bool = True) -> float:
     return seconds
 
 
-def _check_callable(what: str, value: object) -> None:
-    if value is not None and not callable(value):
-        raise TypeError(f"{what} must be callable or None, got {value!r}")
-
-
 def _is_async(fn: Callable[..., Any]) -> bool:
     """Whether calling ``fn`` makes a coroutine or async generator, not a result."""
     call = fn
@@ -338,7 +333,8 @@ class Node:
         ) -> None: ...
 
     def __post_init__(self) -> None:
-        _check_count("Node concurrency", self.concurrency, 1)
+        if type(self.concurrency) is not int or self.concurrency != 1:
+            _check_count("Node concurrency", self.concurrency, 1)
         if self.executor is not None and not isinstance(self.executor, Executor | Pool):
             raise TypeError(
                 "Node executor must be a concurrent.futures.Executor or a hotplumb.Pool, "
@@ -359,8 +355,32 @@ class Node:
             check_key(k)
         if not callable(self.fn):
             raise TypeError(f"Node fn must be callable, got {self.fn!r}")
+        flags: tuple[object, ...] = (self.target, self.pass_datum, self.batched)  # maybe not bools
+        if any(type(flag) is not bool for flag in flags):
+            names = ("target", "pass_datum", "batched")
+            name = next(n for n, f in zip(names, flags, strict=True) if type(f) is not bool)
+            raise TypeError(f"Node {name} must be a bool, got {getattr(self, name)!r}")
+        # Most nodes set none of the optional fields: one test skips them all.
+        if (
+            self.state is not None
+            or self.migrate is not None
+            or self.on_error is not None
+            or self.on_change is not None
+            or self.source is not None
+            or self.timeout is not None
+            or self.capacity is not None
+            or self.output_capacity is not None
+            or self.restart is not None
+            or self.kind is not None
+            or self.flush is not None
+        ):
+            self._check_options(inputs)
+
+    def _check_options(self, inputs: tuple[Hashable, ...]) -> None:
         for name in ("state", "migrate", "on_error", "on_change", "source", "flush"):
-            _check_callable(f"Node {name}", getattr(self, name))
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise TypeError(f"Node {name} must be callable or None, got {value!r}")
         if self.on_change is not None and _is_async(self.on_change):
             raise TypeError(
                 f"Node on_change must be a plain function, got {self.on_change!r}: "
@@ -368,9 +388,6 @@ class Node:
             )
         if self.source is not None and inputs:
             raise TypeError("a generator source has no inputs")
-        for name in ("target", "pass_datum", "batched"):
-            if type(getattr(self, name)) is not bool:
-                raise TypeError(f"Node {name} must be a bool, got {getattr(self, name)!r}")
         if self.timeout is not None:
             timeout = _check_seconds("Node timeout", self.timeout)
             if timeout is not self.timeout:
