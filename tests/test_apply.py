@@ -10,6 +10,7 @@ import pytest
 import hotplumb as hp
 from hotplumb.testing import FakeClock, wait_all_tasks_blocked, wait_until
 from tests.reconfig import Log, Plan, Spec, apply, build, bump, check, inject
+from tests.test_runtime import fill
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Hashable
@@ -600,18 +601,15 @@ async def test_an_inject_waiting_on_a_removed_entry_point_raises_instead_of_losi
         {"other": hp.Node(), "keep": hp.sink(lambda d: None, inputs=["other"])}
     )
     async with hp.run(graph, capacity=2) as topo:
-        for i in range(9):  # every channel of the pipeline is full, the entry's too
-            await asyncio.wait_for(topo.inject("in", i), 1)
-        waiting = asyncio.create_task(topo.inject("in", 99))
-        await wait_all_tasks_blocked()
-        assert not waiting.done()
+        # Every channel of the pipeline is full, the entry's too, and an inject waits.
+        accepted, waiting = await fill(topo, "in")
         change = asyncio.create_task(topo.apply(topo.graph.remove_node("out")))
         with pytest.raises(hp.TopologyClosedError, match="'in' takes no more data"):
             await asyncio.wait_for(waiting, 5)
         gate.set()
         await change
         assert "in" not in topo.running_keys()
-    assert got == [("old", i) for i in range(9)]  # all accepted data was delivered
+    assert got == [("old", i) for i in range(accepted)]  # all accepted data was delivered
 
 
 async def test_closing_during_a_change_releases_the_apply_with_an_error() -> None:
