@@ -405,14 +405,28 @@ class _Readings:
         self._thread = threading.get_ident()
         self._frozen: tuple[Mapping[Hashable, NodeStatistics], int, int] | None = None
         self._last: tuple[Mapping[Hashable, NodeStatistics], int, int] = ({}, 0, 0)
+        # Readers in other threads waiting for the loop; answered at once by freeze().
+        self._waiting: set[concurrent.futures.Future[Any]] = set()
+        self._lock = threading.Lock()
 
     def _read(self) -> tuple[Mapping[Hashable, NodeStatistics], int, int]:
         watched = self._watched
         return (watched.node_statistics(), watched.dead_letter_count(), watched.subscriber_count())
 
     def freeze(self) -> None:
-        """Keep the readings as they are now, for good."""
-        self._frozen = self._last = self._read()
+        """Keep the readings as they are now, for good; answer every waiting reader.
+
+        Called in the loop as the topology stops: a reader waiting for the
+        loop could otherwise wait for a loop that is blocked (a provider's
+        ``shutdown`` joining that reader's thread).
+        """
+        frozen = self._read()
+        with self._lock:
+            self._frozen = self._last = frozen
+            waiting, self._waiting = self._waiting, set()
+        for future in waiting:
+            if future.set_running_or_notify_cancel():
+                future.set_result(frozen)
 
     def get(self) -> tuple[Mapping[Hashable, NodeStatistics], int, int]:
         """Per-node statistics, the dead-letter count and the subscriber count, now."""
@@ -424,9 +438,17 @@ class _Readings:
         loop = self._loop
         if loop is None or loop.is_closed():
             return self._last
-        future: concurrent.futures.Future[tuple[Any, int, int]] = concurrent.futures.Future()
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._lock:
+            if self._frozen is not None:
+                return self._frozen
+            self._waiting.add(future)
 
         def read() -> None:
+            with self._lock:
+                if future not in self._waiting:
+                    return  # answered by freeze(), or abandoned
+                self._waiting.discard(future)
             if future.set_running_or_notify_cancel():
                 try:
                     future.set_result(self._read())
@@ -436,7 +458,9 @@ class _Readings:
         try:
             loop.call_soon_threadsafe(read)
             self._last = future.result(timeout=1.0)
-        except (RuntimeError, concurrent.futures.TimeoutError):
+        except (RuntimeError, concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+            with self._lock:
+                self._waiting.discard(future)
             future.cancel()
         return self._last
 
