@@ -308,12 +308,12 @@ async def test_sampling_traces_that_share_of_the_data_by_sequence(spans: Spans) 
     assert [d.value for d in got] == list(range(1, 9))  # pieces keep their order
     entries = spans.named("in")
     origins = sorted(str(attribute(s, "hotplumb.origin")) for s in entries)
-    assert origins == ["3", "7"]
+    assert origins == ["0", "1"]  # the first of the batch: 8 * 0.25 of them
     assert all(s.attributes and s.attributes["hotplumb.batch.size"] == 1 for s in entries)
     for name in ("a", "out"):
         assert len(spans.named(name)) == 2
     traced = [d for d in got if d.trace is not None and d.trace.span_id]
-    assert [d.origin for d in traced] == [3, 7]
+    assert [d.origin for d in traced] == [0, 1]
     # Each traced datum is a trace of its own: in -> a -> out.
     for datum in traced:
         assert datum.trace is not None
@@ -322,6 +322,20 @@ async def test_sampling_traces_that_share_of_the_data_by_sequence(spans: Spans) 
         assert mine["in"].parent is None
         assert parent_of(mine["a"]) == ident(mine["in"])
         assert parent_of(mine["out"]) == ident(mine["a"]) == datum.trace.span_id
+
+
+async def test_the_share_is_exact_over_the_batches(spans: Spans) -> None:
+    got: list[hp.Datum] = []
+    graph = chain().add_node("out", hp.sink(got.append, inputs=["in"]))
+    async with hp.run(
+        graph, clock=FakeClock(), tracer_provider=spans.provider, trace_sampling=0.1
+    ) as topo:
+        for start in range(0, 50, 5):  # ten batches of five: every other one has a traced datum
+            await topo.inject_many("in", range(start, start + 5))
+            await topo.drain()
+    origins = sorted(int(attribute(s, "hotplumb.origin")) for s in spans.named("in"))
+    assert origins == [5, 15, 25, 35, 45]
+    assert [d.value for d in got] == list(range(50))
 
 
 async def test_a_ratio_of_one_traces_every_datum_and_zero_none(spans: Spans) -> None:

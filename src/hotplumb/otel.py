@@ -19,11 +19,15 @@ per-datum span ``hotplumb.origin``. Two modes:
   rollup's summary) is a span of its own trace, linked to the spans of its
   parents.
 * **Per datum** (``trace_sampling=r``): the share ``r`` of the data entering
-  the topology is traced, chosen by sequence (datum ``n`` at the entry points
-  is traced when ``floor((n + 1) * r) > floor(n * r)``, so ``0.01`` traces
-  every hundredth datum, ``1.0`` every one): a traced datum leaves its entry
-  point in a batch of its own and gets one span per hop. A rollup summary of
-  traced data is traced too (its span links to theirs).
+  the topology is traced, chosen by sequence: of a batch of ``N`` data
+  leaving an entry point after ``n`` others, the first ``floor((n + N) * r)
+  - floor(n * r)`` are (so over any run of batches the count is exact, and
+  ``1.0`` traces every datum). A traced datum leaves its entry point in a
+  batch of its own, ahead of the rest of its batch, and gets one span per
+  hop. A rollup summary of traced data is traced too (its span links to
+  theirs). Sampling splits batches, and a hotplumb hop costs per batch: at
+  ``0.01`` the spans are few, but each entering batch becomes about a
+  hundredth of its size more batches (see ``docs/benchmarks.md``).
 
 A datum whose processing failed (and that no ``on_error`` handled) always
 gets a span at the failing hop, whatever the mode: error status, the
@@ -289,11 +293,9 @@ class OtelObserver(Observer):
         first = self._entered
         count = len(batch.values)
         self._entered = first + count
-        chosen = [
-            i
-            for i in range(count)
-            if math.floor((first + i + 1) * ratio) > math.floor((first + i) * ratio)
-        ]
+        # The first ones of the batch: their count keeps the share exact over any run of
+        # batches, and the rest of the batch stays whole (small batches are dear).
+        chosen = range(math.floor((first + count) * ratio) - math.floor(first * ratio))
         if not chosen:
             return (self._untraced(hop, batch, None, started, now),)
         pieces: list[Batch] = []
@@ -428,6 +430,10 @@ class _Readings:
             if future.set_running_or_notify_cancel():
                 future.set_result(frozen)
 
+    def frozen(self) -> tuple[Mapping[Hashable, NodeStatistics], int, int] | None:
+        """The readings kept since the topology stopped, or ``None`` while it runs."""
+        return self._frozen
+
     def get(self) -> tuple[Mapping[Hashable, NodeStatistics], int, int]:
         """Per-node statistics, the dead-letter count and the subscriber count, now."""
         if self._frozen is not None:
@@ -440,8 +446,9 @@ class _Readings:
             return self._last
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         with self._lock:
-            if self._frozen is not None:
-                return self._frozen
+            frozen = self.frozen()  # it may have frozen since (another thread)
+            if frozen is not None:
+                return frozen
             self._waiting.add(future)
 
         def read() -> None:
