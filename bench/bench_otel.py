@@ -26,13 +26,19 @@ Modes (every one runs the same topology as ``bench_runtime.py``'s W1 or W2):
 Repetitions go round-robin over the modes (after one warm-up of each), so
 drift in the machine's speed hits them alike; the table gives the median
 rate, the spread ``(slowest - fastest) / median``, and the ratio of each
-median rate to ``off``'s.
+median rate to ``off``'s. Runs are timed in the process's CPU time
+(:func:`time.process_time`, every thread of it: a metric reader's included),
+not wall-clock time: on a shared machine other processes' load would
+otherwise swamp differences of a few percent. ``--wall`` times wall-clock.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import gc
 import sys
+import time
 from typing import TYPE_CHECKING, Any, Final
 
 from _harness import Measurement, environment, fmt_rate, markdown_table, time_run
@@ -114,20 +120,33 @@ async def run_mode(workload: Workload, items: int, mode: str) -> int:
     return count
 
 
-def measure(workload: Workload, items: int, repeat: int) -> dict[str, tuple[Measurement, int]]:
+def timed(workload: Workload, items: int, mode: str, wall: bool) -> float:
+    """Seconds of one run in a fresh event loop (CPU time unless ``wall``)."""
+    if wall:
+        return time_run(lambda: run_mode(workload, items, mode), expected=workload.expected(items))
+    gc.collect()
+    clock = time.process_time
+    start = clock()
+    got = asyncio.run(run_mode(workload, items, mode))
+    seconds = clock() - start
+    if got != workload.expected(items):
+        raise RuntimeError(f"{mode}: the sink saw {got} items, not {workload.expected(items)}")
+    return seconds
+
+
+def measure(
+    workload: Workload, items: int, repeat: int, wall: bool = False
+) -> dict[str, tuple[Measurement, int]]:
     sizes = {mode: max(1, items // SLOW.get(mode, 1)) for mode in MODES}
     results = {mode: Measurement(()) for mode in MODES}
     for mode in MODES:  # warm-up
-        n = max(1, sizes[mode] // 10)
-        time_run(lambda m=mode, n=n: run_mode(workload, n, m), expected=workload.expected(n))
+        timed(workload, max(1, sizes[mode] // 10), mode, wall)
     for rep in range(repeat):
         for mode in MODES:
             n = sizes[mode]
             if sys.stderr.isatty():
                 sys.stderr.write(f"\r\x1b[K{workload.id} {mode} {rep + 1}/{repeat}")
-            seconds = time_run(
-                lambda m=mode, n=n: run_mode(workload, n, m), expected=workload.expected(n)
-            )
+            seconds = timed(workload, n, mode, wall)
             results[mode] = results[mode].added(seconds)
     if sys.stderr.isatty():
         sys.stderr.write("\r\x1b[K")
@@ -160,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per mode (default 5)")
     parser.add_argument("--only", default="W1,W2", help="workloads, e.g. W1 (default W1,W2)")
     parser.add_argument("--items", type=int, default=None, help="input items per run")
+    parser.add_argument("--wall", action="store_true", help="time wall-clock, not CPU time")
     args = parser.parse_args(argv)
     status = hotplumb_status()
     wanted = [w for w in WORKLOADS if w.id in args.only.split(",")]
@@ -169,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for workload in wanted:
         items = args.items or (workload.quick_items if args.quick else workload.items // 2)
         repeat = 1 if args.quick else args.repeat
-        print(report(workload, measure(workload, items, repeat)))
+        print(report(workload, measure(workload, items, repeat, args.wall)))
     return 0
 
 

@@ -285,8 +285,10 @@ async def test_a_rollup_summary_links_to_the_spans_of_its_parents(spans: Spans) 
     assert len(totals) == 1
     linked = {(link.context.trace_id, link.context.span_id) for link in totals[0].links}
     assert linked == {(trace_of(r), ident(r)) for r in readings}
-    # The summary's span continues the tick's trace.
+    # The summary's span continues the tick's trace; the hops after it link nothing.
     assert parent_of(totals[0]) == ident(spans.one("tick"))
+    (delivered,) = (s for s in spans.named("out") if parent_of(s) == ident(totals[0]))
+    assert not delivered.links
 
 
 # -- per-datum spans and sampling -----------------------------------------------------

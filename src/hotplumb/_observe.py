@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from hotplumb._change import ApplyReport
     from hotplumb._clock import Clock
-    from hotplumb._datum import Batch, Datum, Trace
+    from hotplumb._datum import Batch, Datum
     from hotplumb._snapshot import NodeStatistics
 
 __all__ = ["Hop", "Observer", "Watched"]
@@ -93,15 +93,14 @@ class Observer:
 
     __slots__ = ()
 
-    def sent(
-        self, hop: Hop, batch: Batch, previous: Trace | None, started: float
-    ) -> Sequence[Batch]:
-        """``hop`` is about to send ``batch``, made from input that began at ``started``.
+    def sent(self, hop: Hop, batch: Batch, inputs: Batch, started: float) -> Sequence[Batch]:
+        """``hop`` is about to send ``batch``, made from ``inputs`` in processing begun at ``started``.
 
         Args:
             hop: The node sending.
             batch: The output batch; its ``trace`` is the observer's to set.
-            previous: The trace the input batch carried (the hop before).
+            inputs: The input batch it was made from (read only: readers
+                share it); its ``trace`` is the hop before's.
             started: Clock time the node began processing the input batch.
 
         Returns:

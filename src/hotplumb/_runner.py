@@ -476,7 +476,7 @@ class Runner:
         produced = out.take()
         out.sent_at = self._host.clock.now()
         if produced.values:
-            await self._send(produced, out.batch.trace, out.started)
+            await self._send(produced, out.batch, out.started)
         out.in_send = 0
 
     def _settle(self, out: Outputs) -> None:
@@ -505,18 +505,18 @@ class Runner:
             await self.send(out)
             self._settle(out)
 
-    async def _send(self, out: Batch, previous: Trace | None, started: float) -> None:
+    async def _send(self, out: Batch, inputs: Batch, started: float) -> None:
         observer = self._host.observer
         if observer is not None:
             # The observer sets the traces, and may send a batch in pieces.
-            for part in observer.sent(self, out, previous, started):
+            for part in observer.sent(self, out, inputs, started):
                 self.sending = part
                 for channel in self.outputs:
                     await channel.put(part)
             self.sending = None
             return
         if self._host.trace:
-            out.trace = Trace(self.key, started, self._host.clock.now(), previous)
+            out.trace = Trace(self.key, started, self._host.clock.now(), inputs.trace)
         # Not cleared if cancelled here: the shutdown report lists it. (With
         # several readers, some may already have it; the report says where it was.)
         self.sending = out

@@ -145,11 +145,19 @@ def _parent(trace: Trace | None) -> Context:
     return trace_api.set_span_in_context(span, _ROOT)
 
 
-def _links(parents: Iterable[Iterable[Datum]]) -> list[Link]:
-    """Links to the spans of the traced data among ``parents`` (each once, at most MAX_LINKS)."""
+def _links(parents: Iterable[tuple[Datum, ...]], inherited: Any = None) -> list[Link]:
+    """Links to the spans of the traced data among ``parents`` (each once, at most MAX_LINKS).
+
+    Only parents made at this hop are linked: a group that is one of the
+    ``inherited`` (the input batch's parents, passed on unchanged) was linked
+    where it was made.
+    """
     seen: set[tuple[int, int]] = set()
     links: list[Link] = []
+    passed_on = {id(group) for group in inherited} if inherited else ()
     for group in parents:
+        if passed_on and id(group) in passed_on:
+            continue
         for datum in group:
             trace = datum.trace
             if trace is None or not trace.span_id:
@@ -234,6 +242,7 @@ class OtelObserver(Observer):
         started: float,
         now: float,
         per_datum: bool,
+        inherited: Any = None,
     ) -> None:
         """Record the hop of ``batch`` as a span; give the batch its trace."""
         tracer = self._tracer
@@ -243,7 +252,7 @@ class OtelObserver(Observer):
         attributes["hotplumb.batch.size"] = len(batch.values)
         if per_datum and batch.origins:
             attributes["hotplumb.origin"] = bounded_repr(batch.origins[0])[:_ORIGIN_CHARS]
-        links = _links(batch.parents) if batch.parents is not None else None
+        links = _links(batch.parents, inherited) if batch.parents is not None else None
         span = tracer.start_span(
             attributes["hotplumb.node"],
             _parent(previous),
@@ -264,25 +273,25 @@ class OtelObserver(Observer):
         batch.trace = Trace(hop.key, started, now, previous) if self._timing else None
         return batch
 
-    def sent(
-        self, hop: Hop, batch: Batch, previous: Trace | None, started: float
-    ) -> Sequence[Batch]:
+    def sent(self, hop: Hop, batch: Batch, inputs: Batch, started: float) -> Sequence[Batch]:
         """Trace ``batch``'s hop as the mode says; split it where sampled data leave an entry."""
         now = self._clock.now()
+        previous = inputs.trace
         if self._tracer is None:
             return (self._untraced(hop, batch, previous, started, now),)
         ratio = self._ratio
+        inherited = inputs.parents
         if ratio is None:
-            self._span(hop, batch, previous, started, now, per_datum=False)
+            self._span(hop, batch, previous, started, now, False, inherited)
             return (batch,)
         if previous is not None and previous.span_id:
-            self._span(hop, batch, previous, started, now, per_datum=True)
+            self._span(hop, batch, previous, started, now, True, inherited)
             return (batch,)
         route = batch.route
         if route is not None and route.parent is None:
             return self._sample(hop, batch, started, now, ratio)
-        if batch.parents is not None and _links(batch.parents):
-            self._span(hop, batch, None, started, now, per_datum=True)
+        if batch.parents is not None and _links(batch.parents, inherited):
+            self._span(hop, batch, None, started, now, True, inherited)
             return (batch,)
         return (self._untraced(hop, batch, previous, started, now),)
 
