@@ -94,7 +94,7 @@ class Observer:
     __slots__ = ()
 
     def sent(self, hop: Hop, batch: Batch, inputs: Batch, started: float) -> Sequence[Batch]:
-        """``hop`` is about to send ``batch``, made from ``inputs`` in processing begun at ``started``.
+        """``hop`` is about to send ``batch``, made from ``inputs`` from ``started`` on.
 
         Args:
             hop: The node sending.
