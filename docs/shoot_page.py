@@ -17,8 +17,16 @@ import hotplumb as hp
 import hotplumb.web
 from hotplumb.web import serve
 
-FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 # Compiled under a short name, so the page's traceback reads as an application's would.
@@ -52,13 +60,17 @@ async def main() -> None:
     async with hp.run(graph) as topo:
         web_app = hotplumb.web.app(topo, interval=0.1)
         servers: list = []
-        task = asyncio.create_task(serve(web_app, sock=sock, log_level="warning", server_hook=servers))
+        task = asyncio.create_task(
+            serve(web_app, sock=sock, log_level="warning", server_hook=servers)
+        )
         while not (servers and servers[0].started):
             await asyncio.sleep(0.05)
         for i in range(40):
             await topo.inject(hp.key(subscription="foo"), str(i))
             await topo.inject(hp.key(subscription="bar"), "oops" if i == 7 else str(i))
-        await topo.update(lambda g: g.add_node("client/carol", hp.sink(print, inputs=[hp.key(parsed="bar")])))
+        await topo.update(
+            lambda g: g.add_node("client/carol", hp.sink(print, inputs=[hp.key(parsed="bar")]))
+        )
         async with async_playwright() as p:
             browser = await p.chromium.launch(executable_path=shutil.which("chromium"), args=FLAGS)
             page = await browser.new_page(viewport={"width": 1400, "height": 1000})

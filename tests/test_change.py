@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from hotplumb._channel import Channel
     from hotplumb._graph import Changelist
     from hotplumb._kernel import Kernel
+    from hotplumb._observe import Observer
     from hotplumb._snapshot import NodeStatistics
 
 
@@ -690,6 +691,7 @@ class Host:
         self.clock = FakeClock(5.0)
         self.capacity = capacity
         self.closing = False
+        self.observer: Observer | None = None
         self.graph = graph
         self.running, self.entries = wire(graph, capacity)
         self.made: list[Hashable] = []

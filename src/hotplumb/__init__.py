@@ -16,17 +16,19 @@ earlier lines (``tests/test_layers.py`` checks it; imports under
 ``_sources``                  sources from an (async) iterable or an ``asyncio.Queue``
 ``_channel``                  the ``Channel`` interface and its in-memory implementation
 ``_kernel``                   how a node's callable is called: strategies filling ``Outputs``
+``_observe``                  the ``Observer`` seam: batches, failures and changes told
 ``_change``                   the live-change protocol: plan, cut, align, switch, complete
 ``_inspect``                  live snapshots, read through a narrow view of the topology
 ``_runner``                   one running node: its task, batches, restarts
 ``_subscribe``                clients: a target for the length of an ``async with`` block
+``otel``                      OpenTelemetry traces and metrics; ``run()`` imports it only if asked
 ``_runtime``                  ``run()``, ``Topology`` and the running state behind it
 ``_time``                     timers and windowed rollups, built on the public API
 ``_render``                   pictures (DOT, Mermaid, networkx, SVG, PNG) of snapshots
 ``_loader``                   finding a graph in the user's code from ``MODULE:ATTR``
 ``testing``                   ``FakeClock`` and other helpers for tests
 ``examples.*``                the shipped examples, written against the public API
-``web._json``, ``web._app``, ``web._serve``, ``web``   the optional web application
+``web._json``, ``web._metrics``, ``web._app``, ``web._serve``, ``web``   the web application
 ``_demo``, ``_cli_render``, ``_serve``   the ``demo``, ``render`` and ``serve`` commands
 ``_cli``                      the ``hotplumb`` command line
 

@@ -117,6 +117,7 @@ if TYPE_CHECKING:
     from hotplumb._graph import Changelist
     from hotplumb._kernel import Kernel
     from hotplumb._node import Node
+    from hotplumb._observe import Observer
     from hotplumb._snapshot import NodeStatistics
 
 T = TypeVar("T")
@@ -241,6 +242,11 @@ class ChangeHost(Protocol):
     @property
     def capacity(self) -> int:
         """The default capacity of input channels."""
+        ...
+
+    @property
+    def observer(self) -> Observer | None:
+        """Who is told of every change (``None``: nobody)."""
         ...
 
     @property
@@ -811,12 +817,29 @@ class Changes:
     async def apply(self, graph: Graph, timeout: float | None) -> ApplyReport:
         """Change the host to ``graph`` (see :meth:`Topology.apply`)."""
         self._refuse_reentry("apply()")
-        return await self._locked(lambda _: graph, timeout, check=True)
+        return await self._observed("apply", lambda _: graph, timeout, check=True)
 
     async def update(self, fn: Callable[[Graph], Graph], timeout: float | None) -> ApplyReport:
         """Change the host to ``fn(running graph)`` under the lock (:meth:`Topology.update`)."""
         self._refuse_reentry("update()")
-        return await self._locked(fn, timeout, check=False)
+        return await self._observed("update", fn, timeout, check=False)
+
+    async def _observed(
+        self, kind: str, make: Callable[[Graph], Graph], timeout: float | None, *, check: bool
+    ) -> ApplyReport:
+        """:meth:`_locked`, told to the host's observer (if any) as it starts and ends."""
+        observer = self._host.observer
+        if observer is None:
+            return await self._locked(make, timeout, check=check)
+        self.deadline(timeout)  # a bad timeout raises before the change is observed
+        token = observer.change_started(kind)
+        try:
+            report = await self._locked(make, timeout, check=check)
+        except BaseException as exc:
+            observer.change_ended(token, None, exc)
+            raise
+        observer.change_ended(token, report, None)
+        return report
 
     async def _locked(
         self, make: Callable[[Graph], Graph], timeout: float | None, *, check: bool

@@ -91,17 +91,36 @@ class Route:
 class Trace:
     """Per-hop timing of a batch, recorded when tracing is on.
 
+    With OpenTelemetry tracing on (``run(..., tracer_provider=...)``), a traced
+    batch's trace also carries the ids of the span its last hop made: that
+    pair of numbers, not any object of this process, is the batch's trace
+    context, so it can travel wherever the batch does (:attr:`traceparent`
+    is its W3C form).
+
     Attributes:
         key: The node the batch passed.
         start: Clock time when the node started on the batch.
         end: Clock time when it finished.
-        previous: The trace of the hop before, or ``None`` at the entry point.
+        previous: The trace of the hop before, or ``None`` at the entry point
+            (and with OpenTelemetry tracing alone, without ``trace=True``:
+            the backend has the chain).
+        trace_id: The OpenTelemetry trace id of the hop's span, or 0.
+        span_id: The OpenTelemetry span id of the hop's span, or 0 (no span).
     """
 
     key: Hashable
     start: float
     end: float
     previous: Trace | None = None
+    trace_id: int = 0
+    span_id: int = 0
+
+    @property
+    def traceparent(self) -> str | None:
+        """The W3C ``traceparent`` header of the hop's span, or ``None`` if it has none."""
+        if not self.span_id:
+            return None
+        return f"00-{self.trace_id:032x}-{self.span_id:016x}-01"
 
     def hops(self) -> tuple[Trace, ...]:
         """Every hop, entry point first."""

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from hotplumb._clock import Clock
     from hotplumb._kernel import Kernel
     from hotplumb._node import Node, Pool, RestartPolicy
+    from hotplumb._observe import Observer
 
 __all__ = ["Crash", "NodeHost", "Runner", "Window"]
 
@@ -63,6 +64,11 @@ class NodeHost(Protocol):
     @property
     def trace(self) -> bool:
         """Whether per-hop timing is recorded."""
+        ...
+
+    @property
+    def observer(self) -> Observer | None:
+        """Who is told of every batch sent and every failure (``None``: nobody)."""
         ...
 
     @property
@@ -479,7 +485,7 @@ class Runner:
         produced = out.take()
         out.sent_at = self._host.clock.now()
         if produced.values:
-            await self._send(produced, out.batch.trace, out.started)
+            await self._send(produced, out.batch, out.started)
         out.in_send = 0
 
     def _settle(self, out: Outputs) -> None:
@@ -508,9 +514,18 @@ class Runner:
             await self.send(out)
             self._settle(out)
 
-    async def _send(self, out: Batch, previous: Trace | None, started: float) -> None:
+    async def _send(self, out: Batch, inputs: Batch, started: float) -> None:
+        observer = self._host.observer
+        if observer is not None:
+            # The observer sets the traces, and may send a batch in pieces.
+            for part in observer.sent(self, out, inputs, started):
+                self.sending = part
+                for channel in self.outputs:
+                    await channel.put(part)
+            self.sending = None
+            return
         if self._host.trace:
-            out.trace = Trace(self.key, started, self._host.clock.now(), previous)
+            out.trace = Trace(self.key, started, self._host.clock.now(), inputs.trace)
         # Not cleared if cancelled here: the shutdown report lists it. (With
         # several readers, some may already have it; the report says where it was.)
         self.sending = out
@@ -574,7 +589,8 @@ class Runner:
         failure = self.last_error = NodeError(self.key, self.version, error)
         handler = self.node.on_error
         if handler is None:
-            self._host.dead_letter(Datum(value, origin, out.route, failure, parents, batch.trace))
+            datum = Datum(value, origin, out.route, failure, parents, batch.trace)
+            self._dead_letter(datum, out.started)
             return FAILED
         try:
             return handler(Datum(value, origin, out.route, failure, parents, batch.trace))
@@ -582,8 +598,16 @@ class Runner:
             if ends_task(handler_error):
                 raise
             failure = self.last_error = NodeError(self.key, self.version, handler_error)
-            self._host.dead_letter(Datum(value, origin, out.route, failure, parents, batch.trace))
+            datum = Datum(value, origin, out.route, failure, parents, batch.trace)
+            self._dead_letter(datum, out.started)
             raise Crash(handler_error) from handler_error
+
+    def _dead_letter(self, datum: Datum, started: float) -> None:
+        """Record ``datum``, failed here in processing begun at ``started``, as a dead letter."""
+        observer = self._host.observer
+        if observer is not None:
+            observer.failed(self, datum, started)
+        self._host.dead_letter(datum)
 
     def flush(self) -> None:
         """Emit what the node's ``flush`` makes of its state, ahead of what follows.
@@ -603,7 +627,7 @@ class Runner:
         except Exception as exc:
             failure = self.last_error = NodeError(self.key, self.version, exc)
             self.flushed = False  # reported as not flushed
-            self._host.dead_letter(Datum(None, None, route, failure))
+            self._dead_letter(Datum(None, None, route, failure), self._host.clock.now())
             return
         if result is SKIP or not self.outputs:
             return

@@ -7,11 +7,14 @@ has no public constructor and its attributes are read-only. Behind it,
 see, each through its own small interface:
 
 * the running nodes (``_runner.Runner``) through :class:`~hotplumb._runner.NodeHost`:
-  the clock, tracing, the restart policy, spawning tasks, the dead-letter record;
+  the clock, tracing, the observer, the restart policy, spawning tasks, the
+  dead-letter record;
 * the live-change protocol (``_change.Changes``) through
   :class:`~hotplumb._change.ChangeHost`: the running nodes and entry
   channels, making nodes and channels, and completing a change;
-* snapshots (``_inspect``) through :class:`~hotplumb._inspect.LiveView`.
+* snapshots (``_inspect``) through :class:`~hotplumb._inspect.LiveView`;
+* an observer (``_observe``; :mod:`hotplumb.otel` when OpenTelemetry is asked
+  for, imported only then) through :class:`~hotplumb._observe.Watched`.
 
 Every task belongs to the task group that :func:`run` opens: leaving the
 ``async with`` block drains (or, on an error, stops at once) and ends them all.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import functools
 import itertools
 import logging
 import multiprocessing
@@ -42,7 +46,7 @@ from hotplumb._kernel import build_kernel
 from hotplumb._keys import check_key
 from hotplumb._node import Pool, RestartPolicy
 from hotplumb._runner import Runner
-from hotplumb._subscribe import Overflow, open_subscription
+from hotplumb._subscribe import Overflow, SubscriberKey, open_subscription
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Hashable, Iterable, Iterator, Mapping
@@ -54,6 +58,7 @@ if TYPE_CHECKING:
     from hotplumb._graph import Changelist
     from hotplumb._kernel import Kernel
     from hotplumb._node import Node
+    from hotplumb._observe import Observer
     from hotplumb._snapshot import NodeStatistics, Snapshot
     from hotplumb._subscribe import Subscription
 
@@ -267,6 +272,7 @@ class _Core:
         max_errors: int,
         aligner: Callable[[], Aligner],
         on_failure: Callable[[Datum], Any] | None,
+        observe: Callable[[_Core], Observer] | None = None,
     ) -> None:
         self.graph = graph
         self.clock = clock
@@ -288,6 +294,8 @@ class _Core:
         # Called once when the topology stops (subscriptions end their streams).
         self.closers: dict[int, Callable[[], None]] = {}
         self._closer_serials = itertools.count()
+        # Told of batches, failures and changes; None (the hot path's one check) if unobserved.
+        self.observer: Observer | None = observe(self) if observe is not None else None
 
     def runner(self, key: Hashable) -> Runner:
         runner = self.running[key]
@@ -396,6 +404,14 @@ class _Core:
         if barrier is None:
             return None
         return (barrier.generation, barrier.region, barrier.pending, barrier.plan.switches)
+
+    # -- for an observer (Watched) -------------------------------------------------
+
+    def node_statistics(self) -> dict[Hashable, NodeStatistics]:
+        return {key: self.statistics_of(key) for key in self.running}
+
+    def subscriber_count(self) -> int:
+        return sum(1 for key in self.running if type(key) is SubscriberKey)
 
     def _statistics(self, runner: Runner) -> NodeStatistics:
         depth = sum(c.size for c in self.input_channels(runner.key))
@@ -514,6 +530,8 @@ class _Core:
         )
         self.failures.summarise()
         self.closed = True
+        if self.observer is not None:
+            self.observer.close()
         self.report = ShutdownReport(drained, tuple(undelivered), unflushed)
         closers, self.closers = self.closers, {}
         for closer in closers.values():
@@ -661,8 +679,7 @@ class Topology(metaclass=_NoPublicConstructor):
 
     def statistics(self) -> dict[Hashable, NodeStatistics]:
         """Return per-node counters and input-channel depths (a copy, not live)."""
-        core = self._core
-        return {key: core.statistics_of(key) for key in core.running}
+        return self._core.node_statistics()
 
     def snapshot(self) -> Snapshot:
         """Return a consistent, frozen view of the running nodes.
@@ -934,6 +951,9 @@ def run(
     max_errors: int = 10_000,
     on_failure: Callable[[Datum], Any] | None = None,
     gc_freeze: bool = False,
+    tracer_provider: Any = None,
+    meter_provider: Any = None,
+    trace_sampling: float | None = None,
 ) -> AbstractAsyncContextManager[Topology]:
     """Run ``graph`` on asyncio for the duration of an ``async with`` block.
 
@@ -959,6 +979,16 @@ def run(
             topology again: full collections of a big graph no longer pause
             the data. Process-wide; objects frozen are never collected, so
             nodes of the initial graph that a change removes stay in memory.
+        tracer_provider: An OpenTelemetry ``TracerProvider``: data become
+            traces, hops spans, changes ``hotplumb.apply`` spans (see
+            :mod:`hotplumb.otel`; needs the ``otel`` extra). Without it and
+            ``meter_provider``, nothing of OpenTelemetry is imported.
+        meter_provider: An OpenTelemetry ``MeterProvider``: per-node counters,
+            input depths, dead letters and change durations as metrics.
+        trace_sampling: ``None`` (the default, and the cheap mode): one span
+            per batch per hop. A ratio in ``[0, 1]``: that share of the data
+            entering the topology is traced, one span per datum per hop
+            (``1.0``: every datum); failed data are traced whatever it is.
 
     Yields:
         The running :class:`Topology`.
@@ -966,6 +996,9 @@ def run(
     Raises:
         InvalidNodeCallableError: A node's callable has an unusable signature
             (raised before anything starts).
+        TypeError: A provider is not an OpenTelemetry provider.
+        ValueError: ``trace_sampling`` is not a ratio in ``[0, 1]``, or is
+            given without a ``tracer_provider``.
 
     Example:
         >>> async def main():
@@ -992,6 +1025,9 @@ def run(
         on_failure=on_failure,
         gc_freeze=gc_freeze,
         aligner=Aligner,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        trace_sampling=trace_sampling,
     )
 
 
@@ -1005,6 +1041,9 @@ def _open(
     max_errors: int,
     on_failure: Callable[[Datum], Any] | None = None,
     gc_freeze: bool = False,
+    tracer_provider: Any = None,
+    meter_provider: Any = None,
+    trace_sampling: float | None = None,
     aligner: Callable[[], Aligner] = Aligner,
 ) -> _Run:
     """:func:`run`, with the alignment strategy as a seam for the protocol's tests."""
@@ -1020,6 +1059,7 @@ def _open(
         raise ValueError(f"max_errors must be an int >= 0, got {max_errors!r}")
     if on_failure is not None and not callable(on_failure):
         raise TypeError(f"on_failure must be callable or None, got {on_failure!r}")
+    observe = _observer_factory(tracer_provider, meter_provider, trace_sampling)
     # Every node's callables are checked before anything starts.
     kernels = {key: build_kernel(key, node) for key, node in graph.nodes.items()}
     return _Run(
@@ -1034,5 +1074,41 @@ def _open(
             "max_errors": max_errors,
             "aligner": aligner,
             "on_failure": on_failure,
+            "observe": observe,
         },
+    )
+
+
+def _observer_factory(
+    tracer_provider: Any, meter_provider: Any, trace_sampling: float | None
+) -> Callable[[_Core], Observer] | None:
+    """What makes the topology's observer, or ``None``: nothing of OpenTelemetry is imported."""
+    if trace_sampling is not None:
+        if (
+            isinstance(trace_sampling, bool)
+            or not isinstance(trace_sampling, int | float)
+            or not 0.0 <= trace_sampling <= 1.0
+        ):
+            raise ValueError(
+                f"trace_sampling must be a ratio in [0, 1] or None, got {trace_sampling!r}"
+            )
+        if tracer_provider is None:
+            raise ValueError("trace_sampling needs a tracer_provider")
+    if tracer_provider is not None and not callable(getattr(tracer_provider, "get_tracer", None)):
+        raise TypeError(
+            f"tracer_provider must be an OpenTelemetry TracerProvider, got {tracer_provider!r}"
+        )
+    if meter_provider is not None and not callable(getattr(meter_provider, "get_meter", None)):
+        raise TypeError(
+            f"meter_provider must be an OpenTelemetry MeterProvider, got {meter_provider!r}"
+        )
+    if tracer_provider is None and meter_provider is None:
+        return None
+    from hotplumb import otel  # needs the otel extra; imported only when asked for
+
+    return functools.partial(
+        otel.OtelObserver,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        trace_sampling=None if trace_sampling is None else float(trace_sampling),
     )

@@ -166,6 +166,9 @@ class FakeClock:
 
     Args:
         start: The initial time.
+        epoch_offset: Seconds from the Unix epoch to the clock's time 0: what
+            :mod:`hotplumb.otel` adds to :meth:`now` for span timestamps, so
+            spans on a fake clock are deterministic.
 
     Example:
         >>> import hotplumb as hp
@@ -183,10 +186,12 @@ class FakeClock:
         [1, 2, 3]
     """
 
-    __slots__ = ("_advancing", "_now", "_order", "_sleepers")
+    __slots__ = ("_advancing", "_now", "_order", "_sleepers", "epoch_offset")
 
-    def __init__(self, start: float = 0.0) -> None:
+    def __init__(self, start: float = 0.0, *, epoch_offset: float = 0.0) -> None:
         self._now = float(start)
+        self.epoch_offset = float(epoch_offset)
+        """Seconds from the Unix epoch to the clock's time 0."""
         # Invariant: a heap of (deadline, arrival order, future); futures that
         # are done (cancelled sleepers) are dropped when they reach the top.
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []

@@ -31,7 +31,7 @@ import enum
 import functools
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from hotplumb import (
     Clock,
@@ -513,6 +513,7 @@ class FeedRollup:
         clock: Clock | None = None,
         *,
         checkpoint: Callable[[str, Topology], None] | None = None,
+        run_options: Mapping[str, Any] | None = None,
     ) -> Outcome:
         """Run the script once, on ``clock`` (the system clock by default).
 
@@ -520,6 +521,8 @@ class FeedRollup:
             clock: The clock for feeds, timers and the script.
             checkpoint: Called with ``("before", topology)`` just before the
                 first live change and ``("after", topology)`` after the last.
+            run_options: Further keywords for :func:`hotplumb.run` (say,
+                ``tracer_provider``).
 
         Returns:
             What happened.
@@ -542,7 +545,7 @@ class FeedRollup:
         graph = Graph(provided, self.factory(COUNT))
         tally = _Tally()
         swap_generation: int | None = None
-        async with run(graph, clock=clock) as topo:
+        async with run(graph, clock=clock, **(run_options or {})) as topo:
             for step in first:
                 assert step.client is not None
                 self._note(NoteKind.CLIENT, _joined(step.client))

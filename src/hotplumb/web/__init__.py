@@ -4,7 +4,8 @@ Needs the ``web`` extra (Starlette and uvicorn): ``pip install 'hotplumb[web]'``
 
 * :func:`app` builds the ASGI application around a graph or a running
   topology: ``GET /`` (the live page), ``GET /api/snapshot``,
-  ``GET /api/events`` (Server-Sent Events) and ``WebSocket /api/subscribe``.
+  ``GET /api/events`` (Server-Sent Events), ``GET /metrics`` (Prometheus
+  text) and ``WebSocket /api/subscribe``.
 * :func:`serve` runs it with uvicorn, refusing a non-loopback address without
   a token unless told explicitly.
 * :func:`default_parse_key` is how client keys (JSON) become keys by default.

@@ -52,7 +52,13 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -60,6 +66,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 import hotplumb as hp
 from hotplumb._explain import explain
 from hotplumb.web._json import KeyRefused, datum_message, default_parse_key, dumps
+from hotplumb.web._metrics import Exposition, MetricsUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Collection, Hashable
@@ -237,6 +244,7 @@ class WebApp:
         capacity: int,
         overflow: hp.Overflow,
         interval: float,
+        metrics: bool,
         run_options: dict[str, Any],
     ) -> None:
         self._source = source
@@ -254,17 +262,18 @@ class WebApp:
         self.started = asyncio.Event()
         """Set once the application has started and its topology runs."""
         self._topology: hp.Topology | None = source if isinstance(source, hp.Topology) else None
+        self._exposition: Exposition | None = None
         static = StaticFiles(packages=[(__package__ or "", "static")])
-        self._starlette = Starlette(
-            routes=[
-                Route("/", self._page),
-                Route("/api/snapshot", self._snapshot),
-                Route("/api/events", self._events),
-                WebSocketRoute("/api/subscribe", self._subscribe),
-                Mount("/static", app=static, name="static"),
-            ],
-            lifespan=self._lifespan,
-        )
+        routes: list[Any] = [
+            Route("/", self._page),
+            Route("/api/snapshot", self._snapshot),
+            Route("/api/events", self._events),
+            WebSocketRoute("/api/subscribe", self._subscribe),
+            Mount("/static", app=static, name="static"),
+        ]
+        if metrics:
+            routes.insert(3, Route("/metrics", self._metrics))
+        self._starlette = Starlette(routes=routes, lifespan=self._lifespan)
 
     @property
     def topology(self) -> hp.Topology:
@@ -394,6 +403,15 @@ class WebApp:
 
     async def _snapshot(self, request: Request) -> JSONResponse:
         return JSONResponse(self.topology.snapshot().to_dict())
+
+    async def _metrics(self, request: Request) -> Response:
+        try:
+            if self._exposition is None:
+                self._exposition = Exposition(lambda: self.topology)
+        except MetricsUnavailable as exc:
+            return PlainTextResponse(str(exc), status_code=501)
+        exposition = self._exposition
+        return Response(exposition.render(), media_type=exposition.content_type)
 
     async def _events(self, request: Request) -> StreamingResponse:
         hub = self.hub
@@ -542,14 +560,17 @@ def app(
     capacity: int = 1024,
     overflow: hp.Overflow = hp.Overflow.DISCONNECT,
     interval: float = 0.25,
+    metrics: bool = True,
     **run_options: Any,
 ) -> WebApp:
     """Build the ASGI application serving a graph (run for its lifetime) or a running topology.
 
     Routes: ``GET /`` the live page; ``GET /api/snapshot`` the snapshot as
     JSON (:meth:`Snapshot.to_dict`); ``GET /api/events`` Server-Sent Events
-    of the page's state and of every change; ``WebSocket /api/subscribe``
-    subscriptions to keys (see the module's documentation for the protocol).
+    of the page's state and of every change; ``GET /metrics`` the counters in
+    the Prometheus text format (see ``hotplumb.web._metrics``); ``WebSocket
+    /api/subscribe`` subscriptions to keys (see the module's documentation
+    for the protocol).
 
     Args:
         source: A :class:`~hotplumb.Graph`, run with ``hotplumb.run`` while the
@@ -570,6 +591,8 @@ def app(
         capacity: Each subscription's buffer (see :meth:`Topology.subscribe`).
         overflow: What a subscription does when its client falls behind.
         interval: Seconds between samples of the topology for the event stream.
+        metrics: Whether to serve ``GET /metrics`` (behind the same host and
+            token checks as everything else).
         **run_options: For a graph: passed to :func:`hotplumb.run`.
 
     Returns:
@@ -612,5 +635,6 @@ def app(
         capacity=capacity,
         overflow=overflow,
         interval=interval,
+        metrics=bool(metrics),
         run_options=run_options,
     )

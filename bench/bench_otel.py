@@ -1,0 +1,197 @@
+"""OpenTelemetry overhead: W1 and W2 with tracing off, on in each mode, and metrics on.
+
+One run measures them all.
+
+Usage::
+
+    python bench/bench_otel.py               # about two minutes on 2 cores
+    python bench/bench_otel.py --quick       # a smoke run in seconds
+    python bench/bench_otel.py --repeat 9 --only W1
+
+Modes (every one runs the same topology as ``bench_runtime.py``'s W1 or W2):
+
+* ``off``: ``hp.run(graph)``, the reference.
+* ``per-batch spans``: ``tracer_provider=`` an SDK ``TracerProvider`` whose
+  only span processor is a ``SimpleSpanProcessor`` over an exporter that
+  discards (so the cost measured is hotplumb's and the SDK's making of
+  spans, not an exporter's, and no span is dropped).
+* ``1% sampled``: the same, ``trace_sampling=0.01``: one datum in a hundred
+  gets a span per hop.
+* ``every datum``: ``trace_sampling=1.0``, a span per datum per hop; run on a
+  tenth of the items (it is that slow), compared by rate.
+* ``metrics``: ``meter_provider=`` an SDK ``MeterProvider`` with a periodic
+  reader collecting every 50 ms into an exporter that discards (so metric
+  callbacks run from the reader's thread, as in production, while data flow).
+
+Repetitions go round-robin over the modes (after one warm-up of each), so
+drift in the machine's speed hits them alike; the table gives the median
+rate, the spread ``(slowest - fastest) / median``, and the ratio of each
+median rate to ``off``'s. Runs are timed in the process's CPU time
+(:func:`time.process_time`, every thread of it: a metric reader's included),
+not wall-clock time: on a shared machine other processes' load would
+otherwise swamp differences of a few percent. ``--wall`` times wall-clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import sys
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+from _harness import Measurement, environment, fmt_rate, markdown_table, time_run
+from bench_runtime import WORKLOADS, hotplumb_status
+from peers import Workload, hotplumb_graph
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+MODES: Final = ("off", "per-batch spans", "1% sampled", "every datum", "metrics")
+SLOW: Final = {"every datum": 10}
+"""Modes run on a fraction of the items: mode -> divisor."""
+
+
+def providers(mode: str) -> tuple[dict[str, Any], Callable[[], None]]:
+    """The ``hp.run`` options of ``mode``, and what shuts its providers down."""
+    if mode == "off":
+        return {}, lambda: None
+    if mode == "metrics":
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import (
+            MetricExporter,
+            MetricExportResult,
+            PeriodicExportingMetricReader,
+        )
+
+        class Discard(MetricExporter):
+            def export(self, metrics_data: Any, timeout_millis: float = 0, **kw: Any) -> Any:
+                return MetricExportResult.SUCCESS
+
+            def force_flush(self, timeout_millis: float = 0) -> bool:
+                return True
+
+            def shutdown(self, timeout_millis: float = 0, **kw: Any) -> None:
+                pass
+
+        reader = PeriodicExportingMetricReader(Discard(), export_interval_millis=50)
+        meters = MeterProvider(metric_readers=[reader])
+        return {"meter_provider": meters}, meters.shutdown
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        SimpleSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    class Nowhere(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    tracers = TracerProvider()
+    tracers.add_span_processor(SimpleSpanProcessor(Nowhere()))
+    options: dict[str, Any] = {"tracer_provider": tracers}
+    if mode == "1% sampled":
+        options["trace_sampling"] = 0.01
+    elif mode == "every datum":
+        options["trace_sampling"] = 1.0
+    return options, tracers.shutdown
+
+
+async def run_mode(workload: Workload, items: int, mode: str) -> int:
+    import hotplumb as hp
+
+    count = 0
+
+    def counting_sink(_datum: object) -> None:
+        nonlocal count
+        count += 1
+
+    graph = hotplumb_graph(workload, counting_sink)
+    options, shutdown = providers(mode)
+    try:
+        async with hp.run(graph, **options) as topo:
+            await topo.inject_many("in", range(items))
+            await topo.drain()
+    finally:
+        shutdown()
+    return count
+
+
+def timed(workload: Workload, items: int, mode: str, wall: bool) -> float:
+    """Seconds of one run in a fresh event loop (CPU time unless ``wall``)."""
+    if wall:
+        return time_run(lambda: run_mode(workload, items, mode), expected=workload.expected(items))
+    gc.collect()
+    clock = time.process_time
+    start = clock()
+    got = asyncio.run(run_mode(workload, items, mode))
+    seconds = clock() - start
+    if got != workload.expected(items):
+        raise RuntimeError(f"{mode}: the sink saw {got} items, not {workload.expected(items)}")
+    return seconds
+
+
+def measure(
+    workload: Workload, items: int, repeat: int, wall: bool = False
+) -> dict[str, tuple[Measurement, int]]:
+    sizes = {mode: max(1, items // SLOW.get(mode, 1)) for mode in MODES}
+    results = {mode: Measurement(()) for mode in MODES}
+    for mode in MODES:  # warm-up
+        timed(workload, max(1, sizes[mode] // 10), mode, wall)
+    for rep in range(repeat):
+        for mode in MODES:
+            n = sizes[mode]
+            if sys.stderr.isatty():
+                sys.stderr.write(f"\r\x1b[K{workload.id} {mode} {rep + 1}/{repeat}")
+            seconds = timed(workload, n, mode, wall)
+            results[mode] = results[mode].added(seconds)
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\x1b[K")
+    return {mode: (results[mode], sizes[mode]) for mode in MODES}
+
+
+def report(workload: Workload, results: dict[str, tuple[Measurement, int]]) -> str:
+    off, off_items = results["off"]
+    off_rate = off.rate(off_items)
+    rows: list[Sequence[str]] = []
+    for mode in MODES:
+        measured, n = results[mode]
+        rate = measured.rate(n)
+        rows.append(
+            [
+                mode,
+                f"{n:,}",
+                fmt_rate(rate),
+                f"{measured.spread:.0%}",
+                f"{rate / off_rate:.2f}",
+            ]
+        )
+    table = markdown_table(["mode", "items", "items/s (median)", "spread", "rate / off"], rows)
+    return f"### {workload.id} {workload.name}\n\n{workload.description}.\n\n{table}\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="a smoke run on few items")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per mode (default 5)")
+    parser.add_argument("--only", default="W1,W2", help="workloads, e.g. W1 (default W1,W2)")
+    parser.add_argument("--items", type=int, default=None, help="input items per run")
+    parser.add_argument("--wall", action="store_true", help="time wall-clock, not CPU time")
+    args = parser.parse_args(argv)
+    status = hotplumb_status()
+    wanted = [w for w in WORKLOADS if w.id in args.only.split(",")]
+    print("# hotplumb with OpenTelemetry: overhead\n")
+    print("\n".join(environment()))
+    print(f"- hotplumb: {status}\n")
+    for workload in wanted:
+        items = args.items or (workload.quick_items if args.quick else workload.items // 2)
+        repeat = 1 if args.quick else args.repeat
+        print(report(workload, measure(workload, items, repeat, args.wall)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,607 @@
+"""hotplumb.otel: a topology's provenance as OpenTelemetry traces, its counters as metrics.
+
+Needs the ``otel`` extra (``pip install 'hotplumb[otel]'``: the OpenTelemetry
+API; the SDK and exporters are yours to choose). It is switched on by
+``hotplumb.run(graph, tracer_provider=..., meter_provider=...,
+trace_sampling=...)``, which imports this module only then: without a
+provider nothing of OpenTelemetry is imported, and the runtime's hot path
+checks one ``None`` per batch.
+
+Traces. A datum's journey is a trace and each hop a span, named by the node's
+readable key (:func:`~hotplumb.format_key`), child of the span of the hop
+before. Attributes: ``hotplumb.node``, ``hotplumb.version`` (the node's),
+``hotplumb.generation`` (the topology's), ``hotplumb.batch.size``, and for a
+per-datum span ``hotplumb.origin``. Two modes:
+
+* **Per batch** (the default when a ``tracer_provider`` is given): one span
+  per batch per hop. Batches fan out and merge, so a trace is the tree of one
+  entering batch's descendants; a batch made of data from several (a
+  rollup's summary) is a span of its own trace, linked to the spans of its
+  parents.
+* **Per datum** (``trace_sampling=r``): the share ``r`` of the data entering
+  the topology is traced, chosen by sequence: of a batch of ``N`` data
+  leaving an entry point after ``n`` others, the first ``floor((n + N) * r)
+  - floor(n * r)`` are (so over any run of batches the count is exact, and
+  ``1.0`` traces every datum). A traced datum leaves its entry point in a
+  batch of its own, ahead of the rest of its batch, and gets one span per
+  hop. A rollup summary of traced data is traced too (its span links to
+  theirs). Sampling splits batches, and a hotplumb hop costs per batch: at
+  ``0.01`` the spans are few, but each entering batch becomes about a
+  hundredth of its size more batches (see ``docs/benchmarks.md``).
+
+A datum whose processing failed (and that no ``on_error`` handled) always
+gets a span at the failing hop, whatever the mode: error status, the
+exception as the standard ``exception`` event, timed from when the node began
+on its batch to the failure. The sink's hop is a span like any other.
+
+The trace context travels with the batch as two numbers, the trace and span
+ids on its :class:`~hotplumb.Trace` (``Datum.trace``), not as an object of
+this process, so it can cross processes (``Trace.traceparent`` is its W3C
+form).
+
+Timestamps are wall-clock epoch nanoseconds derived from the topology's
+clock: ``epoch_offset + clock.now()``, where ``epoch_offset`` is the clock's
+attribute of that name if it has one (:class:`hotplumb.testing.FakeClock`:
+its ``epoch_offset`` argument, ``0.0`` by default, so spans in tests are
+deterministic), else ``time.time() - clock.now()`` measured once, when the
+topology starts.
+
+Changes. Every ``apply`` and ``update`` is a span ``hotplumb.apply`` (a
+trace of its own) from the call to its completion, with
+``hotplumb.change.kind`` (``apply``/``update``), ``hotplumb.generation``,
+``hotplumb.change.added``/``removed``/``replaced``/``rewired`` (changelist
+sizes), ``hotplumb.change.region`` and ``hotplumb.change.visited`` (the nodes
+the barrier visited: the region), ``hotplumb.change.switch_seconds`` and
+``hotplumb.change.errors``; a change that fails or times out has error status
+and the exception event.
+
+Metrics, read from ``Topology.statistics()`` whenever the meter provider
+collects (in the event loop's thread: a reader in another thread waits for
+the loop): observable counters ``hotplumb.node.received``, ``.emitted``,
+``.filtered``, ``.failed``, ``.restarts`` and gauges
+``hotplumb.node.input.depth`` and ``.capacity``, each with the attribute
+``hotplumb.node``; the counter ``hotplumb.dead_letters``; the gauges
+``hotplumb.nodes.running`` and ``hotplumb.subscribers``; and the histogram
+``hotplumb.change.duration`` (seconds on the topology's clock).
+
+:func:`format_trace` renders finished spans (of the SDK's in-memory exporter,
+say) as text, one line per span.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import math
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+try:
+    from opentelemetry import trace as trace_api
+    from opentelemetry.context import Context
+    from opentelemetry.metrics import CallbackOptions, Observation
+    from opentelemetry.trace import (
+        Link,
+        NonRecordingSpan,
+        SpanContext,
+        SpanKind,
+        Status,
+        StatusCode,
+        TraceFlags,
+    )
+except ImportError as _missing:  # pragma: no cover - tested in a subprocess
+    raise ImportError(
+        f"hotplumb.otel needs the OpenTelemetry API ({_missing.name} is missing): "
+        "pip install 'hotplumb[otel]'"
+    ) from _missing
+
+from hotplumb._datum import Batch, Trace
+from hotplumb._format import bounded_repr, exception_text, format_key
+from hotplumb._observe import Observer
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+
+    from hotplumb._change import ApplyReport
+    from hotplumb._datum import Datum
+    from hotplumb._observe import Hop, Watched
+    from hotplumb._snapshot import NodeStatistics
+
+__all__ = ["OtelObserver", "epoch_offset", "format_trace"]
+
+INSTRUMENTATION: Final = "hotplumb"
+"""The instrumentation scope's name, for tracers and meters."""
+
+MAX_LINKS: Final = 128
+"""At most this many parents' spans are linked from one span (the SDK's default limit)."""
+
+_ORIGIN_CHARS: Final = 200
+_SAMPLED: Final = TraceFlags(TraceFlags.SAMPLED)
+_ROOT: Final = Context()  # an explicit root: never the ambient span of whoever started the task
+
+
+def epoch_offset(clock: Any) -> float:
+    """Seconds to add to ``clock.now()`` to get Unix time (see the module's documentation).
+
+    Args:
+        clock: A :class:`~hotplumb.Clock`.
+
+    Returns:
+        The clock's ``epoch_offset`` attribute if it has one, else
+        ``time.time() - clock.now()`` now.
+    """
+    offset = getattr(clock, "epoch_offset", None)
+    if isinstance(offset, int | float) and not isinstance(offset, bool):
+        return float(offset)
+    return time.time() - float(clock.now())
+
+
+def _parent(trace: Trace | None) -> Context:
+    """The context to start a span in: the span ``trace`` names, or a new trace."""
+    if trace is None or not trace.span_id:
+        return _ROOT
+    span = NonRecordingSpan(SpanContext(trace.trace_id, trace.span_id, False, _SAMPLED))
+    return trace_api.set_span_in_context(span, _ROOT)
+
+
+def _links(parents: Iterable[tuple[Datum, ...]], inherited: Any = None) -> list[Link]:
+    """Links to the spans of the traced data among ``parents`` (each once, at most MAX_LINKS).
+
+    Only parents made at this hop are linked: a group that is one of the
+    ``inherited`` (the input batch's parents, passed on unchanged) was linked
+    where it was made.
+    """
+    seen: set[tuple[int, int]] = set()
+    links: list[Link] = []
+    passed_on = {id(group) for group in inherited} if inherited else ()
+    for group in parents:
+        if passed_on and id(group) in passed_on:
+            continue
+        for datum in group:
+            trace = datum.trace
+            if trace is None or not trace.span_id:
+                continue
+            ids = (trace.trace_id, trace.span_id)
+            if ids in seen:
+                continue
+            seen.add(ids)
+            links.append(Link(SpanContext(ids[0], ids[1], False, _SAMPLED)))
+            if len(links) >= MAX_LINKS:
+                return links
+    return links
+
+
+def _piece(batch: Batch, start: int, stop: int) -> Batch:
+    parents = batch.parents[start:stop] if batch.parents is not None else None
+    return Batch(batch.values[start:stop], batch.origins[start:stop], batch.route, parents)
+
+
+class OtelObserver(Observer):
+    """The :class:`~hotplumb._observe.Observer` that ``run(..., tracer_provider=...)`` installs.
+
+    Made by the runtime; see the module's documentation for what it records.
+
+    Args:
+        watched: The topology, as an observer may read it.
+        tracer_provider: An OpenTelemetry ``TracerProvider``, or ``None``.
+        meter_provider: An OpenTelemetry ``MeterProvider``, or ``None``.
+        trace_sampling: ``None`` for per-batch spans, else the ratio of data
+            traced per datum.
+    """
+
+    def __init__(
+        self,
+        watched: Watched,
+        *,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
+        trace_sampling: float | None = None,
+    ) -> None:
+        self._watched = watched
+        self._clock = watched.clock
+        self._timing = watched.trace
+        self._offset_ns = round(epoch_offset(self._clock) * 1e9)
+        self._tracer = (
+            tracer_provider.get_tracer(INSTRUMENTATION) if tracer_provider is not None else None
+        )
+        self._ratio = trace_sampling
+        self._entered = 0  # data that left an entry point (for sampling by sequence)
+        self._attributes: dict[tuple[Hashable, int], dict[str, Any]] = {}
+        self._readings = _Readings(watched) if meter_provider is not None else None
+        self._durations: Any = None
+        if meter_provider is not None:
+            assert self._readings is not None
+            self._durations = _instruments(
+                meter_provider.get_meter(INSTRUMENTATION), self._readings
+            )
+
+    # -- time ---------------------------------------------------------------------
+
+    def epoch_ns(self, clock_time: float) -> int:
+        """The Unix time in nanoseconds of ``clock_time`` on the topology's clock."""
+        return self._offset_ns + round(clock_time * 1e9)
+
+    # -- data ---------------------------------------------------------------------
+
+    def _node_attributes(self, hop: Hop) -> dict[str, Any]:
+        ident = (hop.key, hop.version)
+        attributes = self._attributes.get(ident)
+        if attributes is None:
+            attributes = self._attributes[ident] = {
+                "hotplumb.node": format_key(hop.key),
+                "hotplumb.version": hop.version,
+            }
+        return attributes
+
+    def _span(
+        self,
+        hop: Hop,
+        batch: Batch,
+        previous: Trace | None,
+        started: float,
+        now: float,
+        per_datum: bool,
+        inherited: Any = None,
+    ) -> None:
+        """Record the hop of ``batch`` as a span; give the batch its trace."""
+        tracer = self._tracer
+        assert tracer is not None
+        attributes = dict(self._node_attributes(hop))
+        attributes["hotplumb.generation"] = self._watched.generation
+        attributes["hotplumb.batch.size"] = len(batch.values)
+        if per_datum and batch.origins:
+            attributes["hotplumb.origin"] = bounded_repr(batch.origins[0])[:_ORIGIN_CHARS]
+        links = _links(batch.parents, inherited) if batch.parents is not None else None
+        span = tracer.start_span(
+            attributes["hotplumb.node"],
+            _parent(previous),
+            SpanKind.INTERNAL,
+            attributes,
+            links,
+            self.epoch_ns(started),
+        )
+        span.end(self.epoch_ns(now))
+        ids = span.get_span_context()
+        batch.trace = Trace(
+            hop.key, started, now, previous if self._timing else None, ids.trace_id, ids.span_id
+        )
+
+    def _untraced(
+        self, hop: Hop, batch: Batch, previous: Trace | None, started: float, now: float
+    ) -> Batch:
+        batch.trace = Trace(hop.key, started, now, previous) if self._timing else None
+        return batch
+
+    def sent(self, hop: Hop, batch: Batch, inputs: Batch, started: float) -> Sequence[Batch]:
+        """Trace ``batch``'s hop as the mode says; split it where sampled data leave an entry."""
+        now = self._clock.now()
+        previous = inputs.trace
+        if self._tracer is None:
+            return (self._untraced(hop, batch, previous, started, now),)
+        ratio = self._ratio
+        inherited = inputs.parents
+        if ratio is None:
+            self._span(hop, batch, previous, started, now, False, inherited)
+            return (batch,)
+        if previous is not None and previous.span_id:
+            self._span(hop, batch, previous, started, now, True, inherited)
+            return (batch,)
+        route = batch.route
+        if route is not None and route.parent is None:
+            return self._sample(hop, batch, started, now, ratio)
+        if batch.parents is not None and _links(batch.parents, inherited):
+            self._span(hop, batch, None, started, now, True, inherited)
+            return (batch,)
+        return (self._untraced(hop, batch, previous, started, now),)
+
+    def _sample(
+        self, hop: Hop, batch: Batch, started: float, now: float, ratio: float
+    ) -> Sequence[Batch]:
+        """At an entry point: the batch in pieces, each traced datum alone."""
+        first = self._entered
+        count = len(batch.values)
+        self._entered = first + count
+        # The first ones of the batch: their count keeps the share exact over any run of
+        # batches, and the rest of the batch stays whole (small batches are dear).
+        chosen = range(math.floor((first + count) * ratio) - math.floor(first * ratio))
+        if not chosen:
+            return (self._untraced(hop, batch, None, started, now),)
+        pieces: list[Batch] = []
+        start = 0
+        for index in chosen:
+            if index > start:
+                pieces.append(self._untraced(hop, _piece(batch, start, index), None, started, now))
+            piece = _piece(batch, index, index + 1)
+            self._span(hop, piece, None, started, now, per_datum=True)
+            pieces.append(piece)
+            start = index + 1
+        if start < count:
+            pieces.append(self._untraced(hop, _piece(batch, start, count), None, started, now))
+        return pieces
+
+    def failed(self, hop: Hop, datum: Datum, started: float) -> None:
+        """Record the failed hop of ``datum``: error status and the exception event."""
+        tracer = self._tracer
+        error = datum.error
+        if tracer is None or error is None:
+            return
+        now = self._clock.now()
+        attributes = dict(self._node_attributes(hop))
+        attributes["hotplumb.generation"] = self._watched.generation
+        attributes["hotplumb.batch.size"] = 1
+        attributes["hotplumb.origin"] = bounded_repr(datum.origin)[:_ORIGIN_CHARS]
+        links = _links((datum.parents,)) if datum.parents else None
+        span = tracer.start_span(
+            attributes["hotplumb.node"],
+            _parent(datum.trace),
+            SpanKind.INTERNAL,
+            attributes,
+            links,
+            self.epoch_ns(started),
+        )
+        exception = error.exception
+        span.record_exception(exception, timestamp=self.epoch_ns(now))
+        span.set_status(Status(StatusCode.ERROR, exception_text(exception)))
+        span.end(self.epoch_ns(now))
+
+    # -- changes ------------------------------------------------------------------
+
+    def change_started(self, kind: str) -> Any:
+        """Note when the change was asked for."""
+        return (kind, self._clock.now())
+
+    def change_ended(
+        self, token: Any, report: ApplyReport | None, error: BaseException | None
+    ) -> None:
+        """Record the change as a ``hotplumb.apply`` span, and its duration."""
+        kind, began = token
+        now = self._clock.now()
+        if self._durations is not None:
+            outcome = "failed" if error is not None else "completed"
+            self._durations.record(
+                max(0.0, now - began), {"hotplumb.change.kind": kind, "outcome": outcome}
+            )
+        tracer = self._tracer
+        if tracer is None:
+            return
+        attributes: dict[str, Any] = {"hotplumb.change.kind": kind}
+        if report is not None:
+            changes = report.changelist
+            attributes.update(
+                {
+                    "hotplumb.generation": report.generation,
+                    "hotplumb.change.added": len(changes.added),
+                    "hotplumb.change.removed": len(changes.removed),
+                    "hotplumb.change.replaced": len(changes.replaced),
+                    "hotplumb.change.rewired": len(changes.rewired),
+                    "hotplumb.change.region": report.visited,
+                    "hotplumb.change.visited": report.visited,
+                    "hotplumb.change.switch_seconds": report.seconds,
+                    "hotplumb.change.errors": len(report.errors),
+                }
+            )
+        else:
+            attributes["hotplumb.generation"] = self._watched.generation
+        span = tracer.start_span(
+            "hotplumb.apply", _ROOT, SpanKind.INTERNAL, attributes, None, self.epoch_ns(began)
+        )
+        if error is not None:
+            span.record_exception(error, timestamp=self.epoch_ns(now))
+            span.set_status(Status(StatusCode.ERROR, exception_text(error)))
+        span.end(self.epoch_ns(now))
+
+    def close(self) -> None:
+        """The topology stopped: metrics keep its last readings."""
+        if self._readings is not None:
+            self._readings.freeze()
+
+
+# -- metrics --------------------------------------------------------------------------
+
+
+class _Readings:
+    """The topology's counters for metric callbacks, read in the event loop's thread.
+
+    A reader in another thread (a periodic exporter) asks the loop and waits
+    at most a second; once the topology has stopped, the last reading stays.
+    """
+
+    def __init__(self, watched: Watched) -> None:
+        self._watched = watched
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover - the runtime makes observers in its loop
+            self._loop = None
+        self._thread = threading.get_ident()
+        self._frozen: tuple[Mapping[Hashable, NodeStatistics], int, int] | None = None
+        self._last: tuple[Mapping[Hashable, NodeStatistics], int, int] = ({}, 0, 0)
+        # Readers in other threads waiting for the loop; answered at once by freeze().
+        self._waiting: set[concurrent.futures.Future[Any]] = set()
+        self._lock = threading.Lock()
+
+    def _read(self) -> tuple[Mapping[Hashable, NodeStatistics], int, int]:
+        watched = self._watched
+        return (watched.node_statistics(), watched.dead_letter_count(), watched.subscriber_count())
+
+    def freeze(self) -> None:
+        """Keep the readings as they are now, for good; answer every waiting reader.
+
+        Called in the loop as the topology stops: a reader waiting for the
+        loop could otherwise wait for a loop that is blocked (a provider's
+        ``shutdown`` joining that reader's thread).
+        """
+        frozen = self._read()
+        with self._lock:
+            self._frozen = self._last = frozen
+            waiting, self._waiting = self._waiting, set()
+        for future in waiting:
+            if future.set_running_or_notify_cancel():
+                future.set_result(frozen)
+
+    def frozen(self) -> tuple[Mapping[Hashable, NodeStatistics], int, int] | None:
+        """The readings kept since the topology stopped, or ``None`` while it runs."""
+        return self._frozen
+
+    def get(self) -> tuple[Mapping[Hashable, NodeStatistics], int, int]:
+        """Per-node statistics, the dead-letter count and the subscriber count, now."""
+        if self._frozen is not None:
+            return self._frozen
+        if threading.get_ident() == self._thread:
+            self._last = self._read()
+            return self._last
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return self._last
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._lock:
+            frozen = self.frozen()  # it may have frozen since (another thread)
+            if frozen is not None:
+                return frozen
+            self._waiting.add(future)
+
+        def read() -> None:
+            with self._lock:
+                if future not in self._waiting:
+                    return  # answered by freeze(), or abandoned
+                self._waiting.discard(future)
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(self._read())
+                except BaseException as exc:  # handed to the waiting thread
+                    future.set_exception(exc)
+
+        try:
+            loop.call_soon_threadsafe(read)
+            self._last = future.result(timeout=1.0)
+        except (RuntimeError, concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+            with self._lock:
+                self._waiting.discard(future)
+            future.cancel()
+        return self._last
+
+
+_COUNTERS: Final = (
+    ("received", "Items taken from the node's inputs"),
+    ("emitted", "Items the node sent to its readers (for a target: delivered)"),
+    ("filtered", "Items that produced no output"),
+    ("failed", "Items whose processing raised and were not replaced"),
+    ("restarts", "Times the node's task was restarted"),
+)
+
+
+def _instruments(meter: Any, readings: _Readings) -> Any:
+    """Register the topology's metrics on ``meter``; return the change-duration histogram."""
+    labels: dict[Hashable, dict[str, str]] = {}
+
+    def label(key: Hashable) -> dict[str, str]:
+        attributes = labels.get(key)
+        if attributes is None:
+            attributes = labels[key] = {"hotplumb.node": format_key(key)}
+        return attributes
+
+    def per_node(field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            statistics = readings.get()[0]
+            return [Observation(getattr(s, field), label(k)) for k, s in statistics.items()]
+
+        return observe
+
+    for field, description in _COUNTERS:
+        meter.create_observable_counter(
+            f"hotplumb.node.{field}", [per_node(field)], "{item}", description
+        )
+    meter.create_observable_gauge(
+        "hotplumb.node.input.depth",
+        [per_node("input_depth")],
+        "{item}",
+        "Items waiting in the node's input channels",
+    )
+    meter.create_observable_gauge(
+        "hotplumb.node.input.capacity",
+        [per_node("input_capacity")],
+        "{item}",
+        "The capacity of each of the node's input channels",
+    )
+
+    def dead_letters(options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(readings.get()[1])]
+
+    def running(options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(len(readings.get()[0]))]
+
+    def subscribers(options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(readings.get()[2])]
+
+    meter.create_observable_counter(
+        "hotplumb.dead_letters", [dead_letters], "{datum}", "Failed data recorded in all"
+    )
+    meter.create_observable_gauge(
+        "hotplumb.nodes.running",
+        [running],
+        "{node}",
+        "Nodes running (during a change, old and new)",
+    )
+    meter.create_observable_gauge(
+        "hotplumb.subscribers", [subscribers], "{subscriber}", "Clients' subscriptions running"
+    )
+    return meter.create_histogram(
+        "hotplumb.change.duration",
+        "s",
+        "Seconds (on the topology's clock) from asking for a change to its completion",
+    )
+
+
+# -- text -----------------------------------------------------------------------------
+
+
+def format_trace(spans: Iterable[Any], *, attributes: Sequence[str] = ()) -> str:
+    """Render finished spans as text: one line per span, children under their parents.
+
+    Each line shows the span's name, its start (milliseconds since the
+    earliest span shown) and duration, the named ``attributes`` it has, its
+    links and its error status.
+
+    Args:
+        spans: Finished spans (``ReadableSpan`` of the SDK, or anything with
+            ``name``, ``context``, ``parent``, ``start_time``, ``end_time``,
+            ``attributes``, ``links`` and ``status``).
+        attributes: The attributes to show, in order.
+
+    Returns:
+        The text, spans of one trace together, in start order.
+    """
+    spans = sorted(spans, key=lambda s: (s.start_time or 0, s.context.span_id))
+    if not spans:
+        return ""
+    ids = {s.context.span_id for s in spans}
+    children: dict[int | None, list[Any]] = {}
+    for s in spans:
+        parent = s.parent.span_id if s.parent is not None else None
+        children.setdefault(parent if parent in ids else None, []).append(s)
+    first = spans[0].start_time or 0
+    lines: list[str] = []
+
+    def line(s: Any, prefix: str, branch: str) -> None:
+        start = ((s.start_time or 0) - first) / 1e6
+        took = ((s.end_time or 0) - (s.start_time or 0)) / 1e6
+        shown = [f"{a}={s.attributes[a]!r}" for a in attributes if a in (s.attributes or {})]
+        text = f"{prefix}{branch}{s.name}  @{start:.3f}ms +{took:.3f}ms"
+        if shown:
+            text += "  " + " ".join(shown)
+        if s.links:
+            text += f"  links={len(s.links)}"
+        if s.status is not None and s.status.status_code is StatusCode.ERROR:
+            text += f"  ERROR: {s.status.description}"
+        lines.append(text)
+
+    def walk(s: Any, prefix: str, last: bool, top: bool) -> None:
+        line(s, prefix, "" if top else ("└─ " if last else "├─ "))
+        below = children.get(s.context.span_id, [])
+        inner = prefix if top else prefix + ("   " if last else "│  ")
+        for i, child in enumerate(below):
+            walk(child, inner, i == len(below) - 1, False)
+
+    for root in children.get(None, []):
+        walk(root, "", True, True)
+    return "\n".join(lines)
