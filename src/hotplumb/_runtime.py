@@ -23,8 +23,8 @@ Every task belongs to the task group that :func:`run` opens: leaving the
 from __future__ import annotations
 
 import asyncio
-import gc
 import functools
+import gc
 import itertools
 import logging
 import multiprocessing
