@@ -1,0 +1,164 @@
+"""A factory swap on a 10,000-node graph under load: how long it holds the event loop.
+
+The graph: 100 entry points, each feeding a chain of 99 generated stages to
+its own sink (10,000 nodes). A feeder injects into every entry point at a
+steady rate, and every step the event loop runs (each callback, each task
+step) is timed in CPU time of the loop's thread (``time.thread_time``), so the
+longest synchronous step does not depend on what else the machine runs. Each
+case runs in a fresh loop and a fresh topology:
+
+* ``baseline``: no change, the same load for the same time;
+* ``apply``: ``new = graph.with_factory(f2)`` built on the loop, then ``apply``;
+* ``off-loop``: ``new = await asyncio.to_thread(graph.with_factory, f2)``, then ``apply``
+  (graphs are immutable values, so building one off the loop is safe).
+
+Reported, medians over ``--repeat`` runs with the range: the longest
+synchronous step while the change runs (from building the new graph to the
+end of ``apply``), the longest delivery latency of the fed items (wall clock,
+so load shows in it) against the baseline's, and the ``apply`` time.
+
+    python bench/bench_swap.py            # 10,000 nodes, 3 runs per case
+    python bench/bench_swap.py --quick    # 1,000 nodes, 1 run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import statistics
+import time
+from typing import Any
+
+import hotplumb as hp
+
+CHAINS = 100
+
+
+def make_factory(tag: str) -> Any:
+    def factory(key: Any) -> hp.Node | None:
+        match key:
+            case ("stage", chain, 0):
+                return hp.Node(lambda x: x, inputs=[("entry", chain)])
+            case ("stage", chain, int(i)):
+                return hp.Node(lambda x: x, inputs=[("stage", chain, i - 1)])
+        return None
+
+    factory.__qualname__ = f"factory_{tag}"
+    return factory
+
+
+def build(nodes: int) -> hp.Graph:
+    depth = nodes // CHAINS - 2
+    provided: dict[Any, hp.Node] = {}
+    for chain in range(CHAINS):
+        provided[("entry", chain)] = hp.Node()
+        provided[("sink", chain)] = hp.sink(_deliver, inputs=[("stage", chain, depth - 1)])
+    return hp.Graph(provided, make_factory("a"))
+
+
+_latencies: list[float] = []
+
+
+def _deliver(datum: hp.Datum) -> None:
+    _latencies.append(time.perf_counter() - datum.value)
+
+
+_steps: list[float] = []
+_measuring = [False]
+_run_handle = asyncio.events.Handle._run
+
+
+def _timed_run(self: asyncio.events.Handle) -> None:
+    if not _measuring[0]:
+        _run_handle(self)
+        return
+    start = time.thread_time()
+    _run_handle(self)
+    _steps.append(time.thread_time() - start)
+
+
+asyncio.events.Handle._run = _timed_run  # type: ignore[method-assign]
+
+
+async def one_run(case: str, nodes: int, seconds: float) -> dict[str, float]:
+    _latencies.clear()
+    _steps.clear()
+    graph = build(nodes)
+
+    async with hp.run(graph, capacity=64) as topo:
+
+        async def feed() -> None:
+            chain = 0
+            while True:
+                await topo.inject(("entry", chain % CHAINS), time.perf_counter())
+                chain += 1
+                if chain % CHAINS == 0:
+                    await asyncio.sleep(0.002)
+
+        feeder = asyncio.create_task(feed())
+        await asyncio.sleep(seconds / 2)  # warm up, reach a steady state
+        _latencies.clear()
+        _measuring[0] = True
+        began = time.perf_counter()
+        applied = 0.0
+        if case == "apply":
+            new = graph.with_factory(make_factory("b"))
+            start = time.perf_counter()
+            await topo.apply(new)
+            applied = time.perf_counter() - start
+        elif case == "off-loop":
+            new = await asyncio.to_thread(graph.with_factory, make_factory("b"))
+            start = time.perf_counter()
+            await topo.apply(new)
+            applied = time.perf_counter() - start
+        else:
+            await asyncio.sleep(0.2)
+        change = time.perf_counter() - began
+        _measuring[0] = False
+        await asyncio.sleep(0.2)  # let what the change delayed come through
+        feeder.cancel()
+        await asyncio.gather(feeder, return_exceptions=True)
+    return {
+        "stall_ms": 1e3 * max(_steps, default=0.0),
+        "worst_latency_ms": 1e3 * max(_latencies, default=0.0),
+        "apply_ms": 1e3 * applied,
+        "change_ms": 1e3 * change,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.nodes, args.repeat, args.seconds = 1_000, 1, 1.0
+    cases = ("baseline", "apply", "off-loop")
+    results: dict[str, list[dict[str, float]]] = {c: [] for c in cases}
+    for _ in range(args.repeat):
+        for case in cases:  # round-robin, so drift hits every case alike
+            gc.collect()
+            results[case].append(asyncio.run(one_run(case, args.nodes, args.seconds)))
+    print(f"hotplumb from {hp.__file__}; {args.nodes:,} nodes, {args.repeat} run(s) per case\n")
+    print("| case | longest step, CPU ms | worst delivery latency, ms | vs baseline | apply, ms |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    base = statistics.median(r["worst_latency_ms"] for r in results["baseline"])
+
+    def cell(rows: list[dict[str, float]], name: str) -> str:
+        values = [r[name] for r in rows]
+        return f"{statistics.median(values):,.1f} ({min(values):,.1f}-{max(values):,.1f})"
+
+    for case in cases:
+        rows = results[case]
+        latency = statistics.median(r["worst_latency_ms"] for r in rows)
+        print(
+            f"| {case} | {cell(rows, 'stall_ms')} | {cell(rows, 'worst_latency_ms')} | "
+            f"{latency / base:.2f}x | {cell(rows, 'apply_ms')} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
