@@ -408,7 +408,7 @@ def map_each(kernel: Kernel, node: Processor, out: Outputs) -> None:
 # Outputs ready in the middle of a batch are sent on once this long has passed
 # (on the topology's clock) since the last send, if a reader has nothing to do:
 # see call_each for the bound this gives.
-LATENCY: Final = 0.02
+LATENCY: Final = 0.01
 
 
 def prepare_call(
