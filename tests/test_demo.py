@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
+import socket
+import sys
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 
 from hotplumb import _cli, _demo
@@ -102,3 +106,48 @@ def test_bad_options_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         parse("--duration", "0")
     assert "must be positive" in capsys.readouterr().err
+
+
+async def test_with_web_the_demo_serves_its_snapshot_while_it_runs() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import sys; from hotplumb._cli import main; sys.exit(main(sys.argv[1:]))",
+        *("demo", "--web", "--port", "0", "--duration", "4", "--plain"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        first = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        prefix = "hotplumb demo: the live page is at "
+        assert first.startswith(prefix), first
+        url = first.removeprefix(prefix).strip()
+        async with httpx.AsyncClient(timeout=20) as client:
+            response = await client.get(url + "api/snapshot")
+        assert response.status_code == 200
+        keys = {node["key"] for node in response.json()["nodes"]}
+        assert "client/alice" in keys
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().splitlines()[-1].startswith(_demo.VERIFIED)
+
+
+async def test_with_web_a_taken_port_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = str(taken.getsockname()[1])
+        status = await _demo.play(parse("--web", "--port", port), out=io.StringIO())
+    assert status == 2
+    assert "hotplumb demo: error: --web:" in capsys.readouterr().err
+
+
+def test_a_port_out_of_range_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse("--web", "--port", "70000")
+    assert "a port is 0 to 65535" in capsys.readouterr().err

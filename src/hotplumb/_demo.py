@@ -7,13 +7,17 @@ counters and a check that no summary mixed pre- and post-change nodes; the
 exit status is 0 only if the check passed.
 
 It draws with ``rich`` when that is installed and stdout is a terminal, and
-prints plain lines otherwise (or with ``--plain``).
+prints plain lines otherwise (or with ``--plain``). With ``--web`` it also
+serves :mod:`hotplumb.web`'s live page of the running topology on 127.0.0.1
+while the scenario runs (the ``web`` extra); the socket is bound before the
+scenario starts, so the first line printed carries a working address.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import sys
 from collections import deque
 from pathlib import Path
@@ -34,6 +38,8 @@ from hotplumb.examples.feed_rollup import (
 
 if TYPE_CHECKING:
     from collections.abc import Hashable
+
+    import uvicorn
 
     from hotplumb._clock import Clock
     from hotplumb._datum import Datum
@@ -69,12 +75,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also draw the topology before and after its live changes, as FILE's "
         "suffix says (.dot, .mmd, .svg, ...): writes NAME.before.SUFFIX and NAME.after.SUFFIX",
     )
+    parser.add_argument(
+        "--web",
+        action="store_true",
+        help="also serve the live page of the running topology on 127.0.0.1 while the demo "
+        "runs (needs the web extra)",
+    )
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=8000,
+        help="the port of the --web page (default: 8000; 0 for any free one)",
+    )
 
 
 def _positive(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {text}")
     return value
 
 
@@ -105,17 +130,30 @@ async def play(
         out: Where to write (standard output by default).
 
     Returns:
-        0 if the verification passed, else 1.
+        0 if the verification passed, 1 if not, 2 if ``--web`` could not
+        serve.
     """
     stream = out if out is not None else sys.stdout
+    page: _WebPage | None = None
+    if args.web:
+        try:
+            page = _WebPage(args.port)
+        except (ImportError, OSError) as exc:
+            print(f"hotplumb demo: error: --web: {exc}", file=sys.stderr)
+            return 2
+        print(f"hotplumb demo: the live page is at {page.url}", file=stream, flush=True)
     view = _view(stream, plain=args.plain)
     scenario = FeedRollup(seed=args.seed, duration=args.duration, observe=view.show)
     drawings = _Drawings(args.render)
     view.start(scenario)
     try:
-        outcome = await scenario.run(clock, checkpoint=drawings.draw)
+        outcome = await scenario.run(
+            clock, checkpoint=drawings.draw, started=None if page is None else page.start
+        )
     finally:
         view.stop()
+        if page is not None:
+            await page.stop()
     verification = verify(outcome)
     view.finish(outcome, verification, drawings.lines)
     return 0 if verification.ok else 1
@@ -235,6 +273,58 @@ class _Drawings:
             self.lines.append(f"could not draw {target}: {type(exc).__name__}: {exc}")
         else:
             self.lines.append(f"drew the topology {label} its live changes: {written}")
+
+
+class _WebPage:
+    """The live page of the demo's topology, served on 127.0.0.1 while the scenario runs.
+
+    The socket is bound (and listening) from construction, so the address can
+    be shown before the topology exists; requests wait in the backlog until
+    :meth:`start` serves them.
+    """
+
+    def __init__(self, port: int) -> None:
+        import hotplumb.web  # noqa: F401 - fail early, with the extra's own message
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind(("127.0.0.1", port))
+            self.sock.listen(128)
+        except OSError:
+            self.sock.close()
+            raise
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
+        self._servers: list[uvicorn.Server] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, topo: Topology) -> None:
+        """Serve the page of ``topo`` (called as the topology starts)."""
+        from hotplumb.web import app, serve
+
+        web_app = app(topo)
+        self._task = asyncio.get_running_loop().create_task(
+            serve(web_app, sock=self.sock, log_level="warning", server_hook=self._servers)
+        )
+
+    async def stop(self) -> None:
+        """Stop serving; a failure of the server is raised here."""
+        task = self._task
+        try:
+            if task is None:
+                return
+            if self._servers:
+                self._servers[0].should_exit = True
+            else:  # it never began
+                task.cancel()
+            done, _ = await asyncio.wait([task], timeout=10)
+            if not done:
+                task.cancel()
+                raise TimeoutError("the live page's server did not stop within 10 s")
+            if not task.cancelled():
+                task.result()  # the server's failure, if it failed
+        finally:
+            self.sock.close()
 
 
 class _View(Protocol):

@@ -514,6 +514,7 @@ class FeedRollup:
         *,
         checkpoint: Callable[[str, Topology], None] | None = None,
         run_options: Mapping[str, Any] | None = None,
+        started: Callable[[Topology], None] | None = None,
     ) -> Outcome:
         """Run the script once, on ``clock`` (the system clock by default).
 
@@ -523,6 +524,8 @@ class FeedRollup:
                 first live change and ``("after", topology)`` after the last.
             run_options: Further keywords for :func:`hotplumb.run` (say,
                 ``tracer_provider``).
+            started: Called with the topology as soon as it runs, before the
+                script's first step (``hotplumb demo --web`` serves it from there).
 
         Returns:
             What happened.
@@ -546,6 +549,8 @@ class FeedRollup:
         tally = _Tally()
         swap_generation: int | None = None
         async with run(graph, clock=clock, **(run_options or {})) as topo:
+            if started is not None:
+                started(topo)
             for step in first:
                 assert step.client is not None
                 self._note(NoteKind.CLIENT, _joined(step.client))
