@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from typing import TYPE_CHECKING
 
 import pytest
@@ -13,6 +11,7 @@ pytest.importorskip("starlette", reason="the live page needs the web extra")
 
 import hotplumb as hp
 import hotplumb.web
+from tests.browsertools import SKIP_REASON, launch
 from tests.webtools import serving
 
 if TYPE_CHECKING:
@@ -23,29 +22,13 @@ if TYPE_CHECKING:
 # One browser for the module: the tests share its event loop, each with a page of its own.
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
-CHROMIUM = os.environ.get("HOTPLUMB_CHROMIUM") or shutil.which("chromium")
-FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 try:
     from playwright.async_api import async_playwright, expect
 except ImportError:  # pragma: no cover - the dev extra has it
     async_playwright = expect = None  # type: ignore[assignment]
 
-if async_playwright is None or CHROMIUM is None:
-    pytest.skip(
-        "the browser tests need Debian's chromium (apt-get install -y chromium) and the "
-        "playwright package (the dev extra)",
-        allow_module_level=True,
-    )
+if SKIP_REASON is not None or async_playwright is None:
+    pytest.skip(SKIP_REASON or "no playwright", allow_module_level=True)
 
 
 def fragile(x: int) -> int:
@@ -67,9 +50,8 @@ def graph() -> hp.Graph:
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def browser() -> AsyncIterator[Browser]:
     assert async_playwright is not None
-    assert CHROMIUM is not None
     async with async_playwright() as p:
-        chromium = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        chromium = await launch(p)
         try:
             yield chromium
         finally:
