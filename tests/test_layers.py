@@ -44,6 +44,7 @@ PACKAGE_DIR: Final = Path(hotplumb.__file__).parent
 LAYERS: Final[tuple[tuple[str, ...], ...]] = (
     ("_format",),
     ("_errors",),
+    ("_store",),
     ("_keys",),
     ("_node",),
     ("_snapshot",),
@@ -56,6 +57,7 @@ LAYERS: Final[tuple[tuple[str, ...], ...]] = (
     ("_change",),
     ("_inspect",),
     ("_runner",),
+    ("_checkpoint",),
     ("_subscribe",),
     ("_runtime",),
     ("_time",),

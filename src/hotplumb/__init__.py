@@ -6,6 +6,7 @@ earlier lines (``tests/test_layers.py`` checks it; imports under
 
 ``_format``                   readable forms of keys, values and exceptions; imports no hotplumb
 ``_errors``                   the exception tree, rooted at ``HotplumbError``
+``_store``                    checkpoint stores (SQLite, files), codecs, the ``Checkpoint`` record
 ``_keys``                     node keys: validation and the frozen ``Key`` mapping
 ``_node``                     ``Node``: one node's callable, inputs and kind; no asyncio
 ``_snapshot``                 the snapshot value types, and a graph's static snapshot
@@ -18,6 +19,7 @@ earlier lines (``tests/test_layers.py`` checks it; imports under
 ``_change``                   the live-change protocol: plan, cut, align, switch, complete
 ``_inspect``                  live snapshots, read through a narrow view of the topology
 ``_runner``                   one running node: its task, batches, restarts
+``_checkpoint``               taking checkpoints on the change barrier, and recovering from them
 ``_subscribe``                clients: a target for the length of an ``async with`` block
 ``_runtime``                  ``run()``, ``Topology`` and the running state behind it
 ``_time``                     timers and windowed rollups, built on the public API
@@ -34,11 +36,13 @@ This module only re-exports, and makes the exported names report
 """
 
 from hotplumb._change import ApplyReport
+from hotplumb._checkpoint import CheckpointStatistics, Recovery
 from hotplumb._clock import Clock, SystemClock
 from hotplumb._context import Context
 from hotplumb._datum import Datum, Emission, NodeError, Route, Trace, emit
 from hotplumb._errors import (
     ApplyError,
+    CheckpointError,
     CycleError,
     FactoryError,
     GraphTooLargeError,
@@ -58,7 +62,7 @@ from hotplumb._errors import (
 from hotplumb._format import format_key
 from hotplumb._graph import Changelist, Factory, Graph
 from hotplumb._keys import Key, key
-from hotplumb._node import SKIP, Node, NodeKind, Pool, RestartPolicy, sink, source
+from hotplumb._node import SKIP, Node, NodeKind, Pool, RestartPolicy, resumable_source, sink, source
 from hotplumb._render import render, to_dot, to_mermaid, to_networkx, write
 from hotplumb._runtime import DeadLetters, ShutdownReport, Topology, run
 from hotplumb._snapshot import (
@@ -67,6 +71,16 @@ from hotplumb._snapshot import (
     NodeSnapshot,
     NodeStatistics,
     Snapshot,
+)
+from hotplumb._store import (
+    PICKLE,
+    Checkpoint,
+    CheckpointStore,
+    Codec,
+    DirectoryStore,
+    PickleCodec,
+    SQLiteStore,
+    StoredCheckpoint,
 )
 from hotplumb._subscribe import (
     Overflow,
@@ -77,17 +91,24 @@ from hotplumb._subscribe import (
 from hotplumb._time import Tick, Window, rollup, timer
 
 __all__ = [
+    "PICKLE",
     "SKIP",
     "ApplyError",
     "ApplyReport",
     "ChangeSnapshot",
     "Changelist",
     "ChannelSnapshot",
+    "Checkpoint",
+    "CheckpointError",
+    "CheckpointStatistics",
+    "CheckpointStore",
     "Clock",
+    "Codec",
     "Context",
     "CycleError",
     "Datum",
     "DeadLetters",
+    "DirectoryStore",
     "Emission",
     "Factory",
     "FactoryError",
@@ -107,14 +128,18 @@ __all__ = [
     "NodeStatistics",
     "NotAnEntryPointError",
     "Overflow",
+    "PickleCodec",
     "Pool",
+    "Recovery",
     "ReentrantCallError",
     "RenderError",
     "RestartPolicy",
     "Route",
+    "SQLiteStore",
     "ShutdownReport",
     "Snapshot",
     "StaleGraphError",
+    "StoredCheckpoint",
     "SubscriberKey",
     "SubscriberOverflowError",
     "Subscription",
@@ -129,6 +154,7 @@ __all__ = [
     "format_key",
     "key",
     "render",
+    "resumable_source",
     "rollup",
     "run",
     "sink",
