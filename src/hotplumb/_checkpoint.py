@@ -516,7 +516,10 @@ class Checkpoints:
         return self.recovered
 
     async def tell_recovered(self) -> None:
-        """Tell the nodes with an ``on_checkpoint`` which checkpoint they start from."""
+        """Tell the nodes with an ``on_checkpoint`` which checkpoint they start from.
+
+        Called before any node starts, so each is given the state it restored.
+        """
         recovered = self.recovered
         if recovered is None:
             return

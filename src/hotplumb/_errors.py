@@ -18,7 +18,7 @@ know about hotplumb::
     │   └── StaleGraphError                a graph derived from one no longer running
     ├── ReentrantCallError (RuntimeError)  a node awaited a change of its own topology
     ├── NodeFailedError (RuntimeError)     a node's task died past its restart policy
-    ├── CheckpointError (RuntimeError)     a checkpoint failed: a state would not encode, or the store
+    ├── CheckpointError (RuntimeError)     a checkpoint failed: a state would not encode, a store
     ├── SubscriberOverflowError (RuntimeError) a subscriber fell behind and was disconnected
     └── RenderError (RuntimeError)         a picture needs an optional dependency that is missing
 

@@ -951,9 +951,9 @@ class _Run:
         core.prepare(self._kernels)  # state factories run here: errors raise as they are
         if stored is not None:
             core.checkpoints.restore(stored)  # before any node starts
+            await core.checkpoints.tell_recovered()  # with the state each node starts from
         await group.__aenter__()
         core.start()
-        await core.checkpoints.tell_recovered()
         return Topology._create(core)
 
     async def __aexit__(
