@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
     from hotplumb._change import Changes
     from hotplumb._clock import Clock
+    from hotplumb._graph import Graph
     from hotplumb._node import Node
     from hotplumb._store import CheckpointStore, Codec, StoredCheckpoint
 
@@ -266,6 +267,11 @@ class CheckpointHost(Protocol):
     @property
     def running(self) -> dict[Hashable, Participant]:
         """The running nodes."""
+        ...
+
+    @property
+    def graph(self) -> Graph:
+        """The graph it runs."""
         ...
 
 
@@ -495,13 +501,14 @@ class Checkpoints:
             restored.append(key)
         self.last = checkpoint
         self._next_id = checkpoint.id + 1
-        fresh = tuple(k for k in running if k not in set(restored))
+        done, changed = set(restored), set(migrated)
+        order = [k for k in self._host.graph.topological_order() if k in running]
         self.recovered = Recovery(
             checkpoint,
-            tuple(restored),
-            tuple(migrated),
+            tuple(k for k in order if k in done),  # inputs before their readers
+            tuple(k for k in order if k in changed),
             tuple(removed),
-            fresh,
+            tuple(k for k in order if k not in done),
             MappingProxyType(positions),
             MappingProxyType(offsets),
             tuple(errors),
