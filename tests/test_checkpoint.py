@@ -416,3 +416,31 @@ async def test_a_node_may_declare_its_codec(store: hp.SQLiteStore) -> None:
     assert any(b"7" in v for v in latest.entries.values())
     async with hp.run(graph, checkpoint=store) as topo:
         assert states(topo)["n"] == "7"
+
+
+async def test_a_timer_recovered_onto_a_clock_of_another_origin_keeps_its_index(
+    store: hp.SQLiteStore,
+) -> None:
+    def graph(ticks: list[hp.Tick]) -> hp.Graph:
+        return hp.Graph(
+            {
+                "tick": hp.timer(10),
+                "out": hp.sink(lambda d: ticks.append(d.value), inputs=["tick"]),
+            }
+        )
+
+    before: list[hp.Tick] = []
+    clock = FakeClock(start=1000.0)
+    async with crash_after(graph(before), clock=clock, checkpoint=store) as topo:
+        await wait_all_tasks_blocked()
+        await clock.advance(30)
+        await wait_until(lambda: len(before) == 3)
+        await topo.checkpoint()
+    after: list[hp.Tick] = []
+    clock = FakeClock()  # a new process: its clock starts from 0
+    async with hp.run(graph(after), clock=clock, checkpoint=store) as topo:
+        await wait_all_tasks_blocked()
+        await clock.advance(10)
+        await wait_until(lambda: len(after) == 1)
+    assert [t.index for t in before] == [1, 2, 3]
+    assert (after[0].index, after[0].missed, after[0].scheduled) == (4, 0, 10.0)
