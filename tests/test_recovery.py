@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 CHILD = Path(__file__).with_name("crash_child.py")
 THOROUGH = os.environ.get("HOTPLUMB_PROFILE") == "thorough"
 QUICK_SCENARIOS = 8
-SLOW_SCENARIOS = 150 if THOROUGH else 40
+SLOW_SCENARIOS = 150 if THOROUGH else 12
 RUN_TIMEOUT = 30.0
 
 

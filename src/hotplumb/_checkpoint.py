@@ -167,29 +167,23 @@ def fingerprint(node: Node) -> str:
 class Capture:
     """What a checkpoint's barrier does at each node (a :class:`~hotplumb._change.Recorder`).
 
-    ``record`` runs in each node's task; the rest runs in the caller's once
-    the barrier has passed every node.
+    ``record`` runs in each node's task and does only what must happen there:
+    encode the state (the copy) and read the position and offset. Keys,
+    fingerprints and the entries' framing are encoded afterwards, off the
+    event loop (:meth:`encode`): they are immutable.
     """
 
-    __slots__ = ("entries", "failures", "hooks", "prints", "size")
+    __slots__ = ("failures", "hooks", "prints", "records")
 
     def __init__(self, prints: dict[Hashable, tuple[Node, str]]) -> None:
         self.prints = prints  # fingerprints by key, with the node they are of
-        self.entries: list[tuple[bytes, bytes]] = []
+        # (key, node, version, state bytes, position, offset bytes), one per node.
+        self.records: list[tuple[Hashable, Node, int, bytes | None, int | None, bytes | None]] = []
         self.failures: list[tuple[Hashable, BaseException]] = []
         self.hooks: list[tuple[Participant, bytes | None]] = []
-        self.size = 0
-
-    def _fingerprint(self, key: Hashable, node: Node) -> str:
-        known = self.prints.get(key)
-        if known is not None and known[0] is node:
-            return known[1]
-        digest = fingerprint(node)
-        self.prints[key] = (node, digest)
-        return digest
 
     def record(self, participant: Participant) -> None:
-        """Encode the node's state (and position) now; note a failure instead of raising."""
+        """Encode the node's state (and read its position) now; note a failure, never raise."""
         member = cast("Restorable", participant)
         node = member.node
         try:
@@ -202,24 +196,38 @@ class Capture:
                     raise TypeError(f"its codec returned {type(data).__name__}, not bytes")
             position = None if node.inputs else member.position
             offset = pickle.dumps(member.source_offset()) if node.resumable else None
-            value = pickle.dumps(
-                (
-                    member.version,
-                    self._fingerprint(member.key, node),
-                    data,
-                    position,
-                    offset,
-                ),
-                protocol=pickle.HIGHEST_PROTOCOL,
-            )
-            key = pickle.dumps(member.key, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             self.failures.append((member.key, exc))
             return
-        self.entries.append((key, value))
-        self.size += len(key) + len(value)
+        self.records.append((member.key, node, member.version, data, position, offset))
         if node.on_checkpoint is not None:
             self.hooks.append((member, data))
+
+    def _fingerprint(self, key: Hashable, node: Node) -> str:
+        known = self.prints.get(key)
+        if known is not None and known[0] is node:
+            return known[1]
+        digest = fingerprint(node)
+        self.prints[key] = (node, digest)
+        return digest
+
+    def encode(self) -> tuple[list[tuple[bytes, bytes]], int]:
+        """The store's entries and their total size (in a worker thread); note failures."""
+        entries = []
+        size = 0
+        for key, node, version, data, position, offset in self.records:
+            try:
+                value = pickle.dumps(
+                    (version, self._fingerprint(key, node), data, position, offset),
+                    protocol=pickle.HIGHEST_PROTOCOL,
+                )
+                raw_key = pickle.dumps(key, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:
+                self.failures.append((key, exc))
+                continue
+            entries.append((raw_key, value))
+            size += len(raw_key) + len(value)
+        return entries, size
 
 
 # -- the topology's checkpoints ----------------------------------------------------------
@@ -282,8 +290,12 @@ def _write(
     checkpoint_id = checkpoint.id
     try:
         store.begin(checkpoint_id)
-        for key, value in entries:
-            store.put(checkpoint_id, key, value)
+        put_many = getattr(store, "put_many", None)
+        if put_many is not None:
+            put_many(checkpoint_id, entries)
+        else:
+            for key, value in entries:
+                store.put(checkpoint_id, key, value)
         store.commit(checkpoint_id, _header(checkpoint))
     except BaseException:
         try:
@@ -379,20 +391,17 @@ class Checkpoints:
         began = time.perf_counter()
 
         async def commit() -> Checkpoint:
+            recorded = time.perf_counter()
+            entries, size = await _off_loop(capture.encode)
             if capture.failures:
                 raise CheckpointError(
                     "the checkpoint failed: a node's state could not be encoded", capture.failures
                 )
             checkpoint = Checkpoint(
-                self._next_id,
-                changes.generation,
-                at,
-                capture.size,
-                time.perf_counter() - began,
-                len(capture.entries),
+                self._next_id, changes.generation, at, size, recorded - began, len(entries)
             )
             try:
-                await _off_loop(_write, store, checkpoint, capture.entries, self.keep)
+                await _off_loop(_write, store, checkpoint, entries, self.keep)
             except Exception as exc:
                 raise CheckpointError(
                     f"the checkpoint store failed to write checkpoint {checkpoint.id}: "

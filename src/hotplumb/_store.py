@@ -10,7 +10,8 @@ methods; the runtime calls them in a worker thread, one checkpoint at a time:
 
 1. ``begin(id)``: start checkpoint ``id`` (larger than any committed before);
    whatever a torn earlier attempt left under that id is discarded.
-2. ``put(id, key, value)``: one entry.
+2. ``put(id, key, value)``: one entry (or, if the store has it,
+   ``put_many(id, entries)``: all of them in one call).
 3. ``commit(id, header)``: make the checkpoint complete, atomically. Before
    this returns, :meth:`~CheckpointStore.latest` must not see ``id``; after,
    it must (unless a newer one is committed).
@@ -51,7 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
     from types import TracebackType
 
 __all__ = [
@@ -76,7 +77,9 @@ class Checkpoint:
         time: The topology clock's time when its barrier left the entry points.
         size: Bytes of encoded state and positions it holds.
         duration: Real seconds (:func:`time.perf_counter`) from the barrier
-            leaving to the store's commit.
+            leaving the entry points to the last node recording: the
+            barrier's journey, during which data behind it waits. Writing to
+            the store comes after, off the event loop, and is not counted.
         nodes: How many nodes it recorded.
     """
 
@@ -250,6 +253,20 @@ class SQLiteStore:
             self._check_writing(checkpoint_id)
             self._db.execute(
                 "INSERT OR REPLACE INTO entries VALUES (?, ?, ?)", (checkpoint_id, key, value)
+            )
+
+    def put_many(self, checkpoint_id: int, entries: Iterable[tuple[bytes, bytes]]) -> None:
+        """Add many entries inside the open transaction, in one statement.
+
+        Optional in the protocol: the runtime uses it when a store has it. Here
+        it keeps the worker thread in SQLite's C code, not in Python, so it
+        hardly holds the interpreter lock the event loop needs.
+        """
+        with self._lock:
+            self._check_writing(checkpoint_id)
+            self._db.executemany(
+                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?)",
+                ((checkpoint_id, key, value) for key, value in entries),
             )
 
     def commit(self, checkpoint_id: int, header: bytes) -> None:
