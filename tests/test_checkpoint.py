@@ -112,15 +112,13 @@ async def test_the_states_recorded_are_a_consistent_cut_while_data_flows(
             for _ in range(5):
                 await asyncio.sleep(0)
                 await topo.checkpoint()
-                with hp.SQLiteStore(store.path) as other:
-                    stored = other.latest()
-                assert stored is not None
-                async with hp.run(diamond([]), checkpoint=other_store(store)) as probe:
-                    recovered = probe.recovered
-                    assert recovered is not None
-                    position = recovered.positions["in"]
-                    assert states(probe)["a"] == states(probe)["b"] == str(position)
-                    assert states(probe)["join"] == str(2 * position)
+                with other_store(store) as reader:
+                    async with hp.run(diamond([]), checkpoint=reader) as probe:
+                        recovered = probe.recovered
+                        assert recovered is not None
+                        position = recovered.positions["in"]
+                        assert states(probe)["a"] == states(probe)["b"] == str(position)
+                        assert states(probe)["join"] == str(2 * position)
         assert topo.checkpoints.taken == 5
 
 
@@ -444,3 +442,44 @@ async def test_a_timer_recovered_onto_a_clock_of_another_origin_keeps_its_index(
         await wait_until(lambda: len(after) == 1)
     assert [t.index for t in before] == [1, 2, 3]
     assert (after[0].index, after[0].missed, after[0].scheduled) == (4, 0, 10.0)
+
+
+def slow_diamond() -> hp.Graph:
+    """The diamond with a slow branch ``a``: the barrier reaches ``join`` from ``b`` first."""
+
+    async def slowly(value: int, ctx: hp.Context) -> int:
+        for _ in range(5):
+            await asyncio.sleep(0)
+        ctx.state += 1
+        return value
+
+    return diamond([]).add_node("a", hp.Node(slowly, inputs=["in"], state=int))
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+async def test_negative_control_without_alignment_the_cut_is_not_consistent(
+    tmp_path: Path, aligned: bool
+) -> None:
+    from hotplumb._change import Aligner
+    from hotplumb._runtime import _open
+    from tests.test_change import Unaligned
+
+    with hp.SQLiteStore(tmp_path / "ck.db") as store:
+        async with _open(
+            slow_diamond(),
+            capacity=1024,
+            clock=None,
+            restart=None,
+            trace=False,
+            max_errors=10_000,
+            checkpoint=store,
+            aligner=Aligner if aligned else Unaligned,
+        ) as topo:
+            await topo.inject_many("in", range(50))
+            await topo.checkpoint()  # while a's data are still on their way
+        async with hp.run(slow_diamond(), checkpoint=store) as probe:
+            assert probe.recovered is not None
+            assert probe.recovered.positions["in"] == 50
+            recorded = states(probe)
+    consistent = recorded["a"] == recorded["b"] == "50" and recorded["join"] == "100"
+    assert consistent is aligned, recorded

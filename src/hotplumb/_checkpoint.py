@@ -11,13 +11,15 @@ between them:
    position (items accepted) and a resumable source its offset. Encoding is
    the copy: the node's later processing cannot change what was recorded. A
    node whose state cannot be encoded is noted, not raised: the barrier must
-   pass every node either way.
-2. **Check.** If any node failed, the checkpoint fails with
-   :class:`~hotplumb.CheckpointError` naming them; nothing was written.
-3. **Write.** In a worker thread: ``begin``, one ``put`` per node,
-   ``commit`` (or ``abort`` if a step raised), then ``prune``. The checkpoint
-   exists once ``commit`` has returned; the store guarantees it is never seen
-   in part.
+   pass every node either way. Nothing else happens in the node's task.
+2. **Encode and check.** In a worker thread, the keys, fingerprints and
+   entries are encoded (they are immutable). If any node failed, here or at
+   the barrier, the checkpoint fails with :class:`~hotplumb.CheckpointError`
+   naming them; nothing was written.
+3. **Write.** In a worker thread: ``begin``, the entries (``put``, or
+   ``put_many`` if the store has it), ``commit`` (or ``abort`` if a step
+   raised), then ``prune``. The checkpoint exists once ``commit`` has
+   returned; the store guarantees it is never seen in part.
 
 Then, outside the lock, the nodes that asked (``Node.on_checkpoint``) are
 told, with the state each had recorded.
