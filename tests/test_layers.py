@@ -44,6 +44,7 @@ PACKAGE_DIR: Final = Path(hotplumb.__file__).parent
 LAYERS: Final[tuple[tuple[str, ...], ...]] = (
     ("_format",),
     ("_errors",),
+    ("_store",),
     ("_keys",),
     ("_node",),
     ("_snapshot",),
@@ -58,6 +59,7 @@ LAYERS: Final[tuple[tuple[str, ...], ...]] = (
     ("_change",),
     ("_inspect",),
     ("_runner",),
+    ("_checkpoint",),
     ("_subscribe",),
     ("otel",),
     ("_runtime",),

@@ -47,3 +47,16 @@ def test_the_factory_example_resolves_and_collects() -> None:
         shared,
         hp.key(subscription="source/bar", rollup_window=10_000),
     }
+
+
+def test_the_checkpoint_example_runs_and_prints_what_it_says() -> None:
+    (block,) = [b for b in python_blocks() if "hp.SQLiteStore" in b]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
+    expected = [
+        c.split("# ", 1)[1].strip()
+        for c in block.splitlines()
+        if c.lstrip().startswith("print(") and "# " in c
+    ]
+    assert out.getvalue().splitlines() == expected

@@ -6,6 +6,7 @@ earlier lines (``tests/test_layers.py`` checks it; imports under
 
 ``_format``                   readable forms of keys, values and exceptions; imports no hotplumb
 ``_errors``                   the exception tree, rooted at ``HotplumbError``
+``_store``                    checkpoint stores (SQLite, files), codecs, the ``Checkpoint`` record
 ``_keys``                     node keys: validation and the frozen ``Key`` mapping
 ``_node``                     ``Node``: one node's callable, inputs and kind; no asyncio
 ``_snapshot``                 the snapshot value types, and a graph's static snapshot
@@ -20,6 +21,7 @@ earlier lines (``tests/test_layers.py`` checks it; imports under
 ``_change``                   the live-change protocol: plan, cut, align, switch, complete
 ``_inspect``                  live snapshots, read through a narrow view of the topology
 ``_runner``                   one running node: its task, batches, restarts
+``_checkpoint``               taking checkpoints on the change barrier, and recovering from them
 ``_subscribe``                clients: a target for the length of an ``async with`` block
 ``otel``                      OpenTelemetry traces and metrics; ``run()`` imports it only if asked
 ``_runtime``                  ``run()``, ``Topology`` and the running state behind it
@@ -37,11 +39,13 @@ This module only re-exports, and makes the exported names report
 """
 
 from hotplumb._change import ApplyReport
+from hotplumb._checkpoint import CheckpointStatistics, Recovery
 from hotplumb._clock import Clock, SystemClock
 from hotplumb._context import Context
 from hotplumb._datum import Data, Datum, Emission, NodeError, Route, Trace, emit
 from hotplumb._errors import (
     ApplyError,
+    CheckpointError,
     CycleError,
     FactoryError,
     GraphTooLargeError,
@@ -61,7 +65,7 @@ from hotplumb._errors import (
 from hotplumb._format import format_key
 from hotplumb._graph import Changelist, Factory, Graph
 from hotplumb._keys import Key, key
-from hotplumb._node import SKIP, Node, NodeKind, Pool, RestartPolicy, sink, source
+from hotplumb._node import SKIP, Node, NodeKind, Pool, RestartPolicy, resumable_source, sink, source
 from hotplumb._render import render, to_dot, to_mermaid, to_networkx, write
 from hotplumb._runtime import DeadLetters, ShutdownReport, Topology, run
 from hotplumb._snapshot import (
@@ -72,6 +76,16 @@ from hotplumb._snapshot import (
     Snapshot,
 )
 from hotplumb._sources import queue_source, source_of
+from hotplumb._store import (
+    PICKLE,
+    Checkpoint,
+    CheckpointStore,
+    Codec,
+    DirectoryStore,
+    PickleCodec,
+    SQLiteStore,
+    StoredCheckpoint,
+)
 from hotplumb._subscribe import (
     Overflow,
     SubscriberKey,
@@ -81,18 +95,25 @@ from hotplumb._subscribe import (
 from hotplumb._time import Tick, Window, rollup, timer
 
 __all__ = [
+    "PICKLE",
     "SKIP",
     "ApplyError",
     "ApplyReport",
     "ChangeSnapshot",
     "Changelist",
     "ChannelSnapshot",
+    "Checkpoint",
+    "CheckpointError",
+    "CheckpointStatistics",
+    "CheckpointStore",
     "Clock",
+    "Codec",
     "Context",
     "CycleError",
     "Data",
     "Datum",
     "DeadLetters",
+    "DirectoryStore",
     "Emission",
     "Factory",
     "FactoryError",
@@ -112,14 +133,18 @@ __all__ = [
     "NodeStatistics",
     "NotAnEntryPointError",
     "Overflow",
+    "PickleCodec",
     "Pool",
+    "Recovery",
     "ReentrantCallError",
     "RenderError",
     "RestartPolicy",
     "Route",
+    "SQLiteStore",
     "ShutdownReport",
     "Snapshot",
     "StaleGraphError",
+    "StoredCheckpoint",
     "SubscriberKey",
     "SubscriberOverflowError",
     "Subscription",
@@ -135,6 +160,7 @@ __all__ = [
     "key",
     "queue_source",
     "render",
+    "resumable_source",
     "rollup",
     "run",
     "sink",

@@ -49,6 +49,14 @@ at a time: a change waits for any earlier one still propagating (a timed-out
 change goes on in the background). A drain is a barrier with no switches sent
 through every node.
 
+A checkpoint (:meth:`Changes.checkpoint`) is a drain's barrier whose plan
+carries a :class:`Recorder`: each node, once aligned and before forwarding,
+has it record a copy of its state (and an entry point its position). The cut
+is the same as a change's, so the recorded states are those after exactly the
+before-cut data, at every node (``docs/design.md``, "Checkpoints"). Under the
+same lock the caller then commits the records to the store: no change starts
+between a checkpoint's barrier and its commit.
+
 Why each guarantee holds. Every channel is FIFO between data and control, and
 every node processes its messages in order and sends a batch's outputs before
 it takes the next message (``_channel``, ``_runner``). So on every channel of
@@ -109,7 +117,7 @@ from hotplumb._graph import Graph, ancestry
 from hotplumb._kernel import build_kernel
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator, Hashable, Iterable, Mapping
+    from collections.abc import Awaitable, Callable, Generator, Hashable, Iterable, Mapping
 
     from hotplumb._channel import Channel
     from hotplumb._clock import Clock
@@ -131,6 +139,7 @@ __all__ = [
     "Changes",
     "Participant",
     "Plan",
+    "Recorder",
     "Switch",
     "cut",
     "edge_capacity",
@@ -229,6 +238,17 @@ class Participant(Protocol):
 
     def flush(self) -> None:
         """Emit what the node's ``flush`` makes of its state, ahead of what follows."""
+
+
+class Recorder(Protocol):
+    """What a checkpoint's barrier does at each node: record a copy of its state."""
+
+    def record(self, member: Participant) -> None:
+        """Called in ``member``'s task once aligned, before the barrier goes on.
+
+        It must not raise (a failure is kept to fail the checkpoint later):
+        the barrier has to reach every node either way.
+        """
 
 
 class ChangeHost(Protocol):
@@ -337,6 +357,8 @@ class Plan:
         sources: The region's entry points: the barrier starts at them.
         final: Whether this is the drain that closes the topology: every node
             flushes the state it holds (see ``Node.flush``) as it passes.
+        checkpoint: For a checkpoint's barrier (which switches nothing): what
+            records each node's state as it passes, once aligned.
     """
 
     generation: int
@@ -352,6 +374,7 @@ class Plan:
     capacities: tuple[tuple[Channel, int], ...] = ()
     sources: tuple[Hashable, ...] = ()
     final: bool = False
+    checkpoint: Recorder | None = None
 
     def inputs_of(self, key: Hashable) -> tuple[Channel, ...]:
         """The input channels ``key`` will have after its switch (empty if none)."""
@@ -690,6 +713,10 @@ def receive(member: Participant, aligner: Aligner, barrier: Barrier, channel: Ch
     if not aligner.arrive(barrier, channel, len(member.inputs)):
         return False  # align: wait for the barrier on every input
     plan = barrier.plan
+    if plan.checkpoint is not None:
+        # Aligned: the state is that after exactly the data ahead of the
+        # barrier on every input. Recorded before the barrier goes on.
+        plan.checkpoint.record(member)
     switch = plan.switches.get(member.key)
     if plan.final or (switch is not None and switch.node is None):
         # The node's last word, processed by the old versions downstream: it
@@ -977,15 +1004,34 @@ class Changes:
         finally:
             self._lock.release()
 
+    async def checkpoint(self, recorder: Recorder, commit: Callable[[], Awaitable[T]]) -> T:
+        """Send a checkpoint barrier through every node, then ``commit()``, under the lock.
+
+        Args:
+            recorder: Records each node's state as the barrier passes it.
+            commit: Called once every node has recorded; its result is returned.
+                It runs under the change lock, so no change comes between.
+
+        Raises:
+            TopologyClosedError: The topology stopped before the barrier passed.
+        """
+        self._refuse_reentry("checkpoint()")
+        async with self._lock:
+            await self._settle()
+            await self._flush(False, recorder)
+            return await commit()
+
     async def _settle(self) -> None:
         """Wait for every barrier still in flight (a timed-out change or drain)."""
         for barrier in list(self._in_flight):
             await barrier.done.wait()
             self._in_flight.discard(barrier)
 
-    async def _flush(self, final: bool) -> None:
+    async def _flush(self, final: bool, checkpoint: Recorder | None = None) -> None:
         host = self._host
-        plan = Plan(self.generation, frozenset(host.running), {}, final=final)
+        plan = Plan(
+            self.generation, frozenset(host.running), {}, final=final, checkpoint=checkpoint
+        )
         barrier = Barrier(plan)
         self._in_flight.add(barrier)
         for channel in host.entries.values():

@@ -18,6 +18,7 @@ know about hotplumb::
     │   └── StaleGraphError                a graph derived from one no longer running
     ├── ReentrantCallError (RuntimeError)  a node awaited a change of its own topology
     ├── NodeFailedError (RuntimeError)     a node's task died past its restart policy
+    ├── CheckpointError (RuntimeError)     a checkpoint failed: a state would not encode, a store
     ├── SubscriberOverflowError (RuntimeError) a subscriber fell behind and was disconnected
     └── RenderError (RuntimeError)         a picture needs an optional dependency that is missing
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ApplyError",
+    "CheckpointError",
     "CycleError",
     "FactoryError",
     "GraphTooLargeError",
@@ -218,6 +220,27 @@ class ApplyError(HotplumbError, RuntimeError):
                 "barrier reaches them, so every datum is still processed by one version"
             )
         super().__init__(f"{message}; {where}")
+
+
+class CheckpointError(HotplumbError, RuntimeError):
+    """A checkpoint did not complete; the topology keeps running, the previous one stands.
+
+    Attributes:
+        keys: The nodes whose state could not be encoded (empty when the
+            store failed); each one's exception is in ``errors``.
+        errors: ``(key, exception)`` pairs, one per node that failed.
+    """
+
+    def __init__(self, message: str, errors: Sequence[tuple[Hashable, BaseException]] = ()) -> None:
+        self.errors = tuple(errors)
+        self.keys = tuple(k for k, _ in self.errors)
+        if self.errors:
+            named = "; ".join(
+                f"node {format_key(k)}: {type(e).__name__}: {e}" for k, e in self.errors[:5]
+            )
+            more = f" (and {len(self.errors) - 5} more)" if len(self.errors) > 5 else ""
+            message = f"{message}: {named}{more}"
+        super().__init__(message)
 
 
 class NodeFailedError(HotplumbError, RuntimeError):

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from hotplumb._graph import Graph
     from hotplumb._node import Node
     from hotplumb._snapshot import NodeStatistics
+    from hotplumb._store import Checkpoint
 
 __all__ = ["LiveNode", "LiveView", "take_snapshot"]
 
@@ -87,6 +88,10 @@ class LiveView(Protocol):
 
     def dead_letter_count(self) -> int:
         """Failures recorded in all."""
+        ...
+
+    def last_checkpoint(self) -> Checkpoint | None:
+        """The last complete checkpoint (taken, or restored), if any."""
         ...
 
     def live_nodes(self) -> Mapping[Hashable, LiveNode]:
@@ -194,4 +199,5 @@ def take_snapshot(view: LiveView) -> Snapshot:
         change=in_flight,
         dead_letters=view.dead_letter_count(),
         time=view.clock.now(),
+        checkpoint=view.last_checkpoint(),
     )

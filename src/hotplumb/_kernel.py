@@ -653,7 +653,12 @@ def build_kernel(key: Hashable, node: Node) -> Kernel:
                 key,
                 f"source {node.source!r} must be an async generator function (async def + yield)",
             )
-        _check_one_arg(key, node.source, "source")
+        if not node.resumable:
+            _check_one_arg(key, node.source, "source")
+        elif not _takes_context(key, node.source, "source"):
+            raise InvalidNodeCallableError(
+                key, f"resumable source {node.source!r} must take (context, offset)"
+            )
     for name in ("on_error", "on_change", "migrate", "flush"):
         handler = getattr(node, name)
         if handler is not None:

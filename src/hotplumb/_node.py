@@ -30,6 +30,7 @@ from hotplumb._keys import check_key
 
 if TYPE_CHECKING:
     from hotplumb._context import Context
+    from hotplumb._store import Checkpoint, Codec
 
 __all__ = [
     "SKIP",
@@ -38,6 +39,7 @@ __all__ = [
     "Pool",
     "RestartPolicy",
     "identity",
+    "resumable_source",
     "sink",
     "source",
 ]
@@ -271,6 +273,22 @@ class Node:
             cheapest way to consume many items. If it raises, every datum of
             the batch fails.
 
+        resumable: For a generator source: ``source(context, offset)`` yields
+            ``(value, offset)`` pairs, and a checkpoint records the offset of
+            the last value the entry point accepted before it; on recovery (and
+            when a change replaces the source) it is called with that offset
+            (``None`` the first time). Built by :func:`resumable_source`.
+        codec: How a checkpoint encodes this node's state (a
+            :class:`~hotplumb.Codec`); :data:`~hotplumb.PICKLE` when ``None``.
+        on_checkpoint: Called as ``on_checkpoint(context, checkpoint, state)``
+            once a checkpoint is complete (durable in the store), with the
+            state this node had when the checkpoint's barrier passed it, and
+            once on recovery with the checkpoint restored: everything the node
+            processed before that barrier is durable, and nothing after it is.
+            A sink commits its output here to be exactly-once (see the README).
+            It runs in the topology's task, not the node's (may be ``async``);
+            an exception is logged and counted, the checkpoint stands.
+
     Raises:
         TypeError: A field has the wrong type: ``inputs`` is a string or not
             iterable, a callable field is not callable, ``on_change`` is an
@@ -295,7 +313,7 @@ class Node:
     migrate: Callable[[Any], Any] | None = None
     on_error: Callable[..., Any] | None = None
     on_change: Callable[[Context], Any] | None = None
-    source: Callable[[Context], AsyncIterator[Any]] | None = None
+    source: Callable[..., AsyncIterator[Any]] | None = None
     pass_datum: bool = False
     timeout: float | None = None
     capacity: int | None = None
@@ -306,6 +324,9 @@ class Node:
     concurrency: int = 1
     executor: Executor | Pool | None = None
     batched: bool = False
+    resumable: bool = False
+    codec: Codec | None = None
+    on_checkpoint: Callable[[Context, Checkpoint, Any], Any] | None = None
 
     if TYPE_CHECKING:
         # What type checkers see of the generated __init__: ``inputs`` takes any
@@ -319,7 +340,7 @@ class Node:
             migrate: Callable[[Any], Any] | None = None,
             on_error: Callable[..., Any] | None = None,
             on_change: Callable[[Context], Any] | None = None,
-            source: Callable[[Context], AsyncIterator[Any]] | None = None,
+            source: Callable[..., AsyncIterator[Any]] | None = None,
             pass_datum: bool = False,
             timeout: float | None = None,
             capacity: int | None = None,
@@ -330,6 +351,9 @@ class Node:
             concurrency: int = 1,
             executor: Executor | Pool | None = None,
             batched: bool = False,
+            resumable: bool = False,
+            codec: Codec | None = None,
+            on_checkpoint: Callable[[Context, Checkpoint, Any], Any] | None = None,
         ) -> None: ...
 
     def __post_init__(self) -> None:
@@ -355,9 +379,9 @@ class Node:
             check_key(k)
         if not callable(self.fn):
             raise TypeError(f"Node fn must be callable, got {self.fn!r}")
-        flags: tuple[object, ...] = (self.target, self.pass_datum, self.batched)  # maybe not bools
+        flags: tuple[object, ...] = (self.target, self.pass_datum, self.batched, self.resumable)
         if any(type(flag) is not bool for flag in flags):
-            names = ("target", "pass_datum", "batched")
+            names = ("target", "pass_datum", "batched", "resumable")
             name = next(n for n, f in zip(names, flags, strict=True) if type(f) is not bool)
             raise TypeError(f"Node {name} must be a bool, got {getattr(self, name)!r}")
         # Most nodes set none of the optional fields: one test skips them all.
@@ -373,6 +397,9 @@ class Node:
             or self.restart is not None
             or self.kind is not None
             or self.flush is not None
+            or self.resumable
+            or self.codec is not None
+            or self.on_checkpoint is not None
         ):
             self._check_options(inputs)
 
@@ -388,6 +415,15 @@ class Node:
             )
         if self.source is not None and inputs:
             raise TypeError("a generator source has no inputs")
+        if self.resumable and self.source is None:
+            raise TypeError("only a generator source can be resumable (Node(source=..., ...))")
+        if self.codec is not None and not (
+            callable(getattr(self.codec, "encode", None))
+            and callable(getattr(self.codec, "decode", None))
+        ):
+            raise TypeError(f"Node codec must have encode and decode methods, got {self.codec!r}")
+        if self.on_checkpoint is not None and not callable(self.on_checkpoint):
+            raise TypeError(f"Node on_checkpoint must be callable, got {self.on_checkpoint!r}")
         if self.timeout is not None:
             timeout = _check_seconds("Node timeout", self.timeout)
             if timeout is not self.timeout:
@@ -469,3 +505,36 @@ def source(produce: Callable[[Context], AsyncIterator[Any]], **options: Any) -> 
         An entry-point node.
     """
     return Node(source=produce, **options)
+
+
+def resumable_source(
+    produce: Callable[[Context, Any], AsyncIterator[tuple[Any, Any]]], **options: Any
+) -> Node:
+    """Build a generator source that a checkpoint can resume: it reports its offset.
+
+    ``produce(context, offset)`` is an async generator function yielding
+    ``(value, offset)`` pairs: ``offset`` says where the source is once
+    ``value`` is produced (a file position, a sequence number, a Kafka
+    offset: anything the codec of checkpoints, pickle, can encode). It is
+    called with ``offset=None`` on a fresh start; after recovery from a
+    checkpoint, with the offset of the last value the entry point had
+    accepted before the checkpoint's barrier, so the values after it are
+    produced again and none is lost. A resumable source takes no injected data.
+
+    Args:
+        produce: The async generator function.
+        **options: Further :class:`Node` fields.
+
+    Returns:
+        An entry-point node with ``resumable=True``.
+
+    Example:
+        >>> async def numbers(ctx, offset):
+        ...     n = 0 if offset is None else offset
+        ...     while True:
+        ...         n += 1
+        ...         yield n, n
+        >>> resumable_source(numbers).resumable
+        True
+    """
+    return Node(source=produce, resumable=True, **options)

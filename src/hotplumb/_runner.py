@@ -183,6 +183,7 @@ class Runner:
         "_deaths",
         "_host",
         "_offered",
+        "_offsets",
         "_routes",
         "_rr",
         "_waiter",
@@ -200,9 +201,12 @@ class Runner:
         "last_error",
         "node",
         "outputs",
+        "position_base",
+        "produced",
         "producer",
         "received",
         "restarts",
+        "resume_offset",
         "sending",
         "started",
         "stopped",
@@ -261,6 +265,17 @@ class Runner:
         # Interned routes: per incoming route (None at an entry point), the one
         # this node extends it to. They live as long as the node does.
         self._routes: dict[Route | None, Route] = {}
+        # Checkpoints. An entry point's position is `position_base` (restored
+        # from a checkpoint) plus what it took in this run (`received`). A
+        # resumable source numbers what it produces (`produced`) and keeps
+        # `(number, offset)` pairs from the one its entry point took last on
+        # (the entry channel is FIFO and only the source feeds it, so the n-th
+        # value taken is the n-th produced); `resume_offset` is where it
+        # started from (restored, or None).
+        self.position_base = 0
+        self.produced = 0
+        self.resume_offset: Any = None
+        self._offsets: deque[tuple[int, Any]] = deque()
 
     @property
     def clock(self) -> Clock:
@@ -328,6 +343,26 @@ class Runner:
             self._offered = None
             self.producer.cancel()
             self.producer = None
+
+    @property
+    def position(self) -> int:
+        """For an entry point: the items it has accepted, counting from the restored position."""
+        return self.position_base + self.received
+
+    def source_offset(self) -> Any:
+        """For a resumable source: the offset of the last value its entry point took.
+
+        Called in the node's task (at a checkpoint's barrier, or at its switch).
+        """
+        taken = self.received
+        for number, offset in self._offsets:
+            if number == taken:
+                return offset
+        return self.resume_offset  # nothing taken in this run yet
+
+    def _offset_to_resume(self) -> Any:
+        """Where a restarted generator goes on: after the last value produced."""
+        return self._offsets[-1][1] if self._offsets else self.resume_offset
 
     @property
     def waiting_for_demand(self) -> bool:
@@ -672,14 +707,28 @@ class Runner:
     # -- sources ----------------------------------------------------------------
 
     async def _produce(self) -> None:
-        produce: Callable[[Context], Any] | None = self.node.source
+        produce: Callable[..., Any] | None = self.node.source
         entry = self.entry
         assert produce is not None
         assert entry is not None
+        resumable = self.node.resumable
+        offsets = self._offsets
         while True:
-            stream = produce(self.ctx)
+            stream = produce(self.ctx, self._offset_to_resume()) if resumable else produce(self.ctx)
             try:
                 async for value in stream:
+                    if resumable:
+                        try:
+                            value, offset = value
+                        except (TypeError, ValueError):
+                            raise TypeError(
+                                f"resumable source {self.key!r} must yield (value, offset) "
+                                f"pairs, got {value!r}"
+                            ) from None
+                        self.produced += 1
+                        offsets.append((self.produced, offset))
+                        while len(offsets) > 1 and offsets[0][0] < self.received:
+                            offsets.popleft()  # taken before the last one taken
                     values = [value]
                     self._offered = Batch(values, values, None)
                     try:

@@ -15,6 +15,10 @@ see, each through its own small interface:
 * snapshots (``_inspect``) through :class:`~hotplumb._inspect.LiveView`;
 * an observer (``_observe``; :mod:`hotplumb.otel` when OpenTelemetry is asked
   for, imported only then) through :class:`~hotplumb._observe.Watched`.
+* checkpoints (``_checkpoint.Checkpoints``) through
+  :class:`~hotplumb._checkpoint.CheckpointHost`: the clock, the running nodes
+  and the change lock. Recovery restores the nodes after they are made and
+  before any starts.
 
 Every task belongs to the task group that :func:`run` opens: leaving the
 ``async with`` block drains (or, on an error, stops at once) and ends them all.
@@ -27,6 +31,7 @@ import functools
 import gc
 import itertools
 import logging
+import math
 import multiprocessing
 from collections import deque
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -35,6 +40,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from hotplumb._change import Aligner, Changes, edge_capacity, input_capacity
 from hotplumb._channel import MemoryChannel
+from hotplumb._checkpoint import Checkpoints
 from hotplumb._clock import Clock, SystemClock
 from hotplumb._datum import Batch, Datum
 from hotplumb._errors import NotAnEntryPointError, TopologyClosedError
@@ -46,6 +52,7 @@ from hotplumb._kernel import build_kernel
 from hotplumb._keys import check_key
 from hotplumb._node import Pool, RestartPolicy
 from hotplumb._runner import Runner
+from hotplumb._store import CheckpointStore
 from hotplumb._subscribe import Overflow, SubscriberKey, open_subscription
 
 if TYPE_CHECKING:
@@ -55,11 +62,13 @@ if TYPE_CHECKING:
 
     from hotplumb._change import ApplyReport, Participant
     from hotplumb._channel import Channel
+    from hotplumb._checkpoint import CheckpointStatistics, Recovery
     from hotplumb._graph import Changelist
     from hotplumb._kernel import Kernel
     from hotplumb._node import Node
     from hotplumb._observe import Observer
     from hotplumb._snapshot import NodeStatistics, Snapshot
+    from hotplumb._store import Checkpoint
     from hotplumb._subscribe import Subscription
 
 __all__ = ["DeadLetters", "ShutdownReport", "Topology", "run"]
@@ -273,6 +282,9 @@ class _Core:
         aligner: Callable[[], Aligner],
         on_failure: Callable[[Datum], Any] | None,
         observe: Callable[[_Core], Observer] | None = None,
+        checkpoint: CheckpointStore | None = None,
+        checkpoint_every: float | None = None,
+        checkpoint_keep: int = 3,
     ) -> None:
         self.graph = graph
         self.clock = clock
@@ -286,6 +298,8 @@ class _Core:
         self.running: dict[Hashable, Participant] = {}
         self.entries: dict[Hashable, Channel] = {}
         self.changes = Changes(self)
+        self.checkpoints = Checkpoints(self, checkpoint, checkpoint_every, checkpoint_keep)
+        self.checkpointing: asyncio.Task[None] | None = None  # the periodic checkpoints
         self.node_tasks: dict[asyncio.Task[None], Hashable] = {}  # a node's task -> its key
         self.pools: dict[Pool, Executor] = {}  # the executors the topology owns
         self.closing = False
@@ -386,6 +400,9 @@ class _Core:
     def dead_letter_count(self) -> int:
         return self.errors.total
 
+    def last_checkpoint(self) -> Checkpoint | None:
+        return self.checkpoints.last
+
     def live_nodes(self) -> Mapping[Hashable, Runner]:
         return {k: self.runner(k) for k in self.running}
 
@@ -446,9 +463,20 @@ class _Core:
                 running[k].outputs.append(member.inputs[index])
 
     def start(self) -> None:
-        """Start every node."""
+        """Start every node, and the periodic checkpoints."""
         for member in self.running.values():
             member.start()
+        if self.checkpoints.every is not None:
+            self.checkpointing = self.spawn(self.checkpoints.periodic(), "hotplumb checkpoints")
+
+    async def stop_checkpoints(self) -> None:
+        """Stop the periodic checkpoints (one being taken finishes first)."""
+        task, self.checkpointing = self.checkpointing, None
+        if task is None:
+            return
+        if not self.checkpoints.busy:
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
     def entry(self, key: Hashable) -> Channel:
         if self.closing:
@@ -468,6 +496,9 @@ class _Core:
             if key in self.graph.provided:
                 raise NotAnEntryPointError(key, "it is not running: no target reads from it")
             raise NotAnEntryPointError(key, "no such node in the running graph")
+        if self.running[key].node.resumable:
+            # Its checkpointed offset counts what the source produced only.
+            raise NotAnEntryPointError(key, "it is a resumable source: it takes no injected data")
         return channel
 
     # -- stopping ----------------------------------------------------------------
@@ -477,6 +508,7 @@ class _Core:
             return self.report
         when = self.changes.deadline(timeout)  # a bad timeout raises before anything changes
         self.closing = True
+        await self.stop_checkpoints()
         for runner in self.runners():
             runner.stop_producer()
         for channel in self.entries.values():
@@ -505,6 +537,8 @@ class _Core:
         if self.report is not None:
             return self.report
         self.closing = True
+        if self.checkpointing is not None:
+            self.checkpointing.cancel()
         for runner in self.runners():
             runner.stop_producer()
             if runner.task is not None:
@@ -693,6 +727,41 @@ class Topology(metaclass=_NoPublicConstructor):
     def running_keys(self) -> frozenset[Hashable]:
         """The keys of the nodes running now (during a change, old and new)."""
         return frozenset(self._core.running)
+
+    # -- checkpoints ------------------------------------------------------------
+
+    async def checkpoint(self) -> Checkpoint:
+        """Take a checkpoint now: every node's state and every entry point's position.
+
+        A barrier that switches nothing goes through every node; each records
+        a copy of its state once the barrier has arrived on all its inputs, so
+        the states are a consistent cut: each reflects exactly the data that
+        entered before the barrier did. Checkpoints and live changes are
+        serialised. Returns once the store has committed it, after telling the
+        nodes with an ``on_checkpoint`` hook.
+
+        Returns:
+            The complete checkpoint.
+
+        Raises:
+            CheckpointError: A node's state could not be encoded (the error
+                names it) or the store failed; the topology keeps running and
+                the previous checkpoint stands. Also when the topology was run
+                without a store.
+            ReentrantCallError: Awaited from inside one of the topology's own nodes.
+            TopologyClosedError: The topology is closed.
+        """
+        return await self._core.checkpoints.take()
+
+    @property
+    def recovered(self) -> Recovery | None:
+        """What was restored from a checkpoint at start, or ``None`` (a fresh start)."""
+        return self._core.checkpoints.recovered
+
+    @property
+    def checkpoints(self) -> CheckpointStatistics:
+        """Checkpoints taken and failed so far, and the last complete one."""
+        return self._core.checkpoints.statistics()
 
     # -- changes ----------------------------------------------------------------
 
@@ -903,7 +972,11 @@ class _Run:
             raise RuntimeError("a hotplumb.run(...) block can be entered only once")
         group = self._group = asyncio.TaskGroup()
         core = self._core = _Core(self._graph, group, **self._options)
+        stored = await core.checkpoints.read_latest()
         core.prepare(self._kernels)  # state factories run here: errors raise as they are
+        if stored is not None:
+            core.checkpoints.restore(stored)  # before any node starts
+            await core.checkpoints.tell_recovered()  # with the state each node starts from
         await group.__aenter__()
         core.start()
         if self._freeze:
@@ -954,6 +1027,9 @@ def run(
     tracer_provider: Any = None,
     meter_provider: Any = None,
     trace_sampling: float | None = None,
+    checkpoint: CheckpointStore | None = None,
+    checkpoint_every: float | None = None,
+    checkpoint_keep: int = 3,
 ) -> AbstractAsyncContextManager[Topology]:
     """Run ``graph`` on asyncio for the duration of an ``async with`` block.
 
@@ -989,6 +1065,14 @@ def run(
             per batch per hop. A ratio in ``[0, 1]``: that share of the data
             entering the topology is traced, one span per datum per hop
             (``1.0``: every datum); failed data are traced whatever it is.
+        checkpoint: A checkpoint store (:class:`~hotplumb.SQLiteStore`,
+            :class:`~hotplumb.DirectoryStore`, or any
+            :class:`~hotplumb.CheckpointStore`). If it holds a complete
+            checkpoint, the topology starts from the newest one (see
+            :attr:`Topology.recovered`); :meth:`Topology.checkpoint` writes to it.
+        checkpoint_every: Take a checkpoint every this many seconds of the
+            topology's clock (failures are logged and counted, not raised).
+        checkpoint_keep: How many complete checkpoints the store keeps.
 
     Yields:
         The running :class:`Topology`.
@@ -1028,6 +1112,9 @@ def run(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
         trace_sampling=trace_sampling,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        checkpoint_keep=checkpoint_keep,
     )
 
 
@@ -1044,6 +1131,9 @@ def _open(
     tracer_provider: Any = None,
     meter_provider: Any = None,
     trace_sampling: float | None = None,
+    checkpoint: CheckpointStore | None = None,
+    checkpoint_every: float | None = None,
+    checkpoint_keep: int = 3,
     aligner: Callable[[], Aligner] = Aligner,
 ) -> _Run:
     """:func:`run`, with the alignment strategy as a seam for the protocol's tests."""
@@ -1060,6 +1150,26 @@ def _open(
     if on_failure is not None and not callable(on_failure):
         raise TypeError(f"on_failure must be callable or None, got {on_failure!r}")
     observe = _observer_factory(tracer_provider, meter_provider, trace_sampling)
+    if checkpoint is not None and not isinstance(checkpoint, CheckpointStore):
+        raise TypeError(
+            "checkpoint must be a checkpoint store (hotplumb.SQLiteStore, DirectoryStore, or "
+            f"one with begin, put, commit, abort, latest, prune), got {checkpoint!r}"
+        )
+    if checkpoint_every is not None:
+        if checkpoint is None:
+            raise ValueError("checkpoint_every needs a store: pass checkpoint=store")
+        if (
+            isinstance(checkpoint_every, bool)
+            or not isinstance(checkpoint_every, int | float)
+            or not 0 < checkpoint_every < math.inf
+        ):
+            raise ValueError(
+                f"checkpoint_every must be a positive number of seconds, got {checkpoint_every!r}"
+            )
+    if isinstance(checkpoint_keep, bool) or not isinstance(checkpoint_keep, int):
+        raise ValueError(f"checkpoint_keep must be an int >= 1, got {checkpoint_keep!r}")
+    if checkpoint_keep < 1:
+        raise ValueError(f"checkpoint_keep must be an int >= 1, got {checkpoint_keep!r}")
     # Every node's callables are checked before anything starts.
     kernels = {key: build_kernel(key, node) for key, node in graph.nodes.items()}
     return _Run(
@@ -1075,6 +1185,9 @@ def _open(
             "aligner": aligner,
             "on_failure": on_failure,
             "observe": observe,
+            "checkpoint": checkpoint,
+            "checkpoint_every": checkpoint_every,
+            "checkpoint_keep": checkpoint_keep,
         },
     )
 

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from hotplumb._datum import NodeError
     from hotplumb._graph import Graph
     from hotplumb._node import NodeKind
+    from hotplumb._store import Checkpoint
 
 __all__ = [
     "ChangeSnapshot",
@@ -250,6 +251,8 @@ class Snapshot:
             (live only).
         time: The topology clock's time when it was taken (live only);
             snapshots showing the same thing compare equal whatever their times.
+        checkpoint: The last complete checkpoint (taken by the topology, or
+            restored when it started), if any (live only).
 
     Example:
         >>> from hotplumb import Graph, Node, sink
@@ -267,6 +270,7 @@ class Snapshot:
     change: ChangeSnapshot | None = None
     dead_letters: int | None = None
     time: float | None = field(default=None, compare=False)
+    checkpoint: Checkpoint | None = field(default=None, compare=False)
     _index: dict[Hashable, NodeSnapshot] = field(
         init=False, repr=False, compare=False, hash=False, default_factory=dict
     )
@@ -300,6 +304,7 @@ class Snapshot:
             "generation": self.generation,
             "time": self.time,
             "dead_letters": self.dead_letters,
+            "checkpoint": None if self.checkpoint is None else self.checkpoint.to_dict(),
             "change": None if self.change is None else self.change.to_dict(),
             "nodes": [n.to_dict() for n in self.nodes],
             "edges": [[format_key(a), format_key(b)] for a, b in self.edges],

@@ -21,6 +21,13 @@ next is recent, and no tick is silently lost:
 ``index`` counts boundaries and ``missed`` says how many had no tick of their
 own.
 
+Checkpoints. A timer is a resumable source whose offset is its phase (its
+start and the index of its last tick), and a rollup's open window is its
+state: both are recorded by a checkpoint and recovered with it. A timer
+recovered onto a clock that reads earlier than its last tick (a new process
+whose monotonic clock has another origin) keeps its index and period and
+starts its next period from now.
+
 Rollups. :func:`rollup` collects what arrives on its data inputs and, on each
 tick from its timer input, emits one summary of the window and starts a new
 one. The summary is derived from the data of the window: its provenance
@@ -37,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hotplumb._datum import Datum, emit
-from hotplumb._node import SKIP, Node, NodeKind, source
+from hotplumb._node import SKIP, Node, NodeKind, resumable_source
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Hashable, Iterable
@@ -125,27 +132,36 @@ def timer(period: float) -> Node:
     produce = _TICKS.get(period)
     if produce is None:
         produce = _TICKS[period] = _ticks(period)
-    return source(produce, kind=NodeKind.TIMER, capacity=1, output_capacity=1)
+    return resumable_source(produce, kind=NodeKind.TIMER, capacity=1, output_capacity=1)
 
 
 # One generator function per period, so timers of equal period are equal nodes.
 # It lives as long as some node refers to it: however many periods come and go,
 # two live timers of one period share it.
-_TICKS: weakref.WeakValueDictionary[float, Callable[[Context], AsyncIterator[Tick]]] = (
+_TICKS: weakref.WeakValueDictionary[float, Callable[..., AsyncIterator[Any]]] = (
     weakref.WeakValueDictionary()
 )
 
 
-def _ticks(period: float) -> Callable[[Context], AsyncIterator[Tick]]:
-    async def ticks(ctx: Context) -> AsyncIterator[Tick]:
+def _ticks(period: float) -> Callable[..., AsyncIterator[Any]]:
+    async def ticks(
+        ctx: Context, phase: tuple[float, int] | None
+    ) -> AsyncIterator[tuple[Tick, tuple[float, int]]]:
         clock = ctx.clock
         await ctx.wait_for_demand()
-        start = clock.now()
-        due = 1  # the next boundary that has no tick yet
+        if phase is None:
+            start, due = clock.now(), 1  # due: the next boundary that has no tick yet
+        else:
+            start, last = phase
+            due = last + 1
+            if clock.now() < start + last * period:
+                # The clock has another origin (a new process): keep the index,
+                # and put the last tick's boundary at now.
+                start = clock.now() - last * period
         while True:
             await clock.sleep_until(start + due * period)
             index = _latest_boundary(start, period, due, clock.now())
-            yield Tick(start + index * period, index, index - due, period)
+            yield Tick(start + index * period, index, index - due, period), (start, index)
             due = index + 1
 
     ticks.__qualname__ = ticks.__name__ = f"timer_{period:g}s"

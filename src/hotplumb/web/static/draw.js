@@ -174,9 +174,14 @@
   function render(state) {
     const snapshot = state.snapshot;
     nodesByKey = new Map(snapshot.nodes.map((n) => [n.key, n]));
+    const checkpoint = snapshot.checkpoint;
+    const checkpointText = checkpoint
+      ? ` · checkpoint ${checkpoint.id} at ${checkpoint.time.toFixed(1)}s ` +
+        `(${(checkpoint.size / 1024).toFixed(0)} KiB, ${(checkpoint.duration * 1000).toFixed(1)} ms)`
+      : "";
     byId("status").textContent =
       `${state.closed ? "closed" : "running"} · generation ${snapshot.generation} · ` +
-      `${snapshot.nodes.length} nodes · ${state.dead_letter_total} dead letters`;
+      `${snapshot.nodes.length} nodes · ${state.dead_letter_total} dead letters${checkpointText}`;
     drawTable(snapshot);
     drawChanges(state.changes);
     drawDeadLetters(state.dead_letters, state.dead_letter_total);
