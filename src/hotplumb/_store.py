@@ -47,6 +47,7 @@ import os
 import pickle
 import sqlite3
 import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -222,6 +223,9 @@ class SQLiteStore:
         # Used from worker threads, one call at a time (the lock makes sure).
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # A store nobody closed closes its database when it is collected (an
+        # open write is rolled back, as if the process had died).
+        weakref.finalize(self, self._db.close)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.executescript(

@@ -29,6 +29,7 @@ rows up to a complete checkpoint::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from dataclasses import dataclass, field
@@ -89,12 +90,6 @@ def sqlite_sink(
         A stateful target node with an ``on_checkpoint`` hook.
     """
     where = Path(path)
-    connection: list[sqlite3.Connection] = []  # opened on first use, in the running process
-
-    def db() -> sqlite3.Connection:
-        if not connection:
-            connection.append(_connect(where))
-        return connection[0]
 
     def write(value: Any, ctx: Context) -> Any:
         state: SinkState = ctx.state
@@ -103,18 +98,19 @@ def sqlite_sink(
         return SKIP
 
     def commit(ctx: Context, checkpoint: Checkpoint, recorded: SinkState) -> None:
-        conn = db()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            (done,) = conn.execute("SELECT seq FROM meta").fetchone()
-            fresh = [(s, r) for s, r in recorded.pending if s > done]
-            conn.executemany("INSERT INTO rows VALUES (?, ?)", fresh)
-            if fresh:
-                conn.execute("UPDATE meta SET seq = ?", (fresh[-1][0],))
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        # A connection per commit (once per checkpoint), closed when it is done.
+        with contextlib.closing(_connect(where)) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                (done,) = conn.execute("SELECT seq FROM meta").fetchone()
+                fresh = [(s, r) for s, r in recorded.pending if s > done]
+                conn.executemany("INSERT INTO rows VALUES (?, ?)", fresh)
+                if fresh:
+                    conn.execute("UPDATE meta SET seq = ?", (fresh[-1][0],))
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
         # Drop what is committed from the live state (this runs on the event
         # loop, between two of the sink's own calls).
         through = recorded.pending[-1][0] if recorded.pending else 0
