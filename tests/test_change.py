@@ -87,6 +87,9 @@ class Member:
     def flush(self) -> None:
         self.calls.append("flush")
 
+    def retire(self) -> None:
+        self.calls.append("retire")
+
     def wake(self) -> None:
         self.wakes += 1
 

@@ -807,3 +807,64 @@ async def test_topology_has_no_public_constructor_and_read_only_attributes() -> 
         with pytest.raises(AttributeError):
             topo.capacity = 1  # type: ignore[misc]
         assert topo.graph is graph
+
+
+# Found in review -----------------------------------------------------------------------
+
+
+async def test_an_apply_cancelled_before_its_cut_leaves_no_new_node_behind() -> None:
+    got: list[hp.Datum] = []
+    graph = hp.Graph({"n": hp.Node(), "out": hp.sink(got.append, inputs=["n"])})
+    async with hp.run(graph) as topo:
+        big = topo.graph.add_nodes_from(
+            {f"s{i}": hp.sink(got.append, inputs=["n"]) for i in range(1000)}
+        )
+        change = asyncio.create_task(topo.apply(big))
+        # Let the change install some of its new nodes (it yields every 256), not all.
+        for _ in range(1000):
+            await asyncio.sleep(0)
+            if 2 < len(topo.running_keys()) < 1002:
+                break
+        assert 2 < len(topo.running_keys()) < 1002
+        change.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await change
+        assert topo.running_keys() == {"n", "out"}  # the half-installed nodes went again
+        assert topo.generation == 0
+        await topo.inject("n", 1)
+        await asyncio.wait_for(topo.drain(), 5)  # no barrier waits for a node nobody feeds
+        assert [d.value for d in got] == [1]
+        report = await asyncio.wait_for(topo.apply(big), 5)
+        assert report.generation == 1
+        await topo.inject("n", 2)
+        await asyncio.wait_for(topo.drain(), 5)
+    assert len(got) == 1 + 1001
+
+
+async def test_the_counters_add_up_while_a_batch_is_half_sent() -> None:
+    gate = asyncio.Event()
+    entered = asyncio.Event()
+
+    async def slow(x: int) -> int:
+        if x == 1:
+            entered.set()
+            await gate.wait()
+        return x
+
+    graph = hp.Graph(
+        {
+            "in": hp.Node(),
+            "f": hp.Node(slow, inputs=["in"]),
+            "out": hp.sink(lambda d: None, inputs=["f"]),
+        }
+    )
+    async with hp.run(graph) as topo:
+        await topo.inject_many("in", [0, 1, 2])
+        await asyncio.wait_for(entered.wait(), 5)
+        s = topo.statistics()["f"]
+        # The output of 0 is made but not sent: it is in progress, not emitted.
+        assert s.received == s.emitted + s.filtered + s.failed + s.in_progress == 3
+        gate.set()
+        await asyncio.wait_for(topo.drain(), 5)
+        s = topo.statistics()["f"]
+        assert (s.received, s.emitted, s.in_progress) == (3, 3, 0)

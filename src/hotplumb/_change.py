@@ -149,6 +149,7 @@ __all__ = [
     "plan_steps",
     "receive",
     "switch_node",
+    "uninstall",
 ]
 
 
@@ -238,6 +239,9 @@ class Participant(Protocol):
 
     def flush(self) -> None:
         """Emit what the node's ``flush`` makes of its state, ahead of what follows."""
+
+    def retire(self) -> None:
+        """Stop for good a node that never took part (its change was not cut)."""
 
 
 class Recorder(Protocol):
@@ -637,6 +641,14 @@ def install(plan: Plan, running: dict[Hashable, Participant]) -> Generator[None,
         member.start()
 
 
+def uninstall(plan: Plan, running: dict[Hashable, Participant]) -> None:
+    """Undo :func:`install` of a change that will not be cut: its new nodes leave."""
+    for key, member in plan.added.items():
+        if running.get(key) is member:
+            del running[key]
+        member.retire()
+
+
 def cut(
     plan: Plan,
     barrier: Barrier,
@@ -950,7 +962,6 @@ class Changes:
             await asyncio.sleep(0)
         if host.closing:
             raise TopologyClosedError("the topology closed before the change started")
-        self.generation = generation
 
         def done(barrier: Barrier) -> None:
             barrier.removed.update(host.completed(graph, changes))
@@ -959,8 +970,17 @@ class Changes:
                 self.pending = None
 
         barrier = Barrier(plan, done)
-        for _ in install(plan, host.running):
-            await asyncio.sleep(0)
+        try:
+            for _ in install(plan, host.running):
+                await asyncio.sleep(0)
+            if host.closing:
+                raise TopologyClosedError("the topology closed before the change started")
+        except BaseException:
+            # Cancelled (or closed) before the cut: nothing has changed but the
+            # new nodes, which go again, so no later barrier waits for them.
+            uninstall(plan, host.running)
+            raise
+        self.generation = generation
         self.pending = barrier
         self._in_flight.add(barrier)
         cut(plan, barrier, host.running, host.entries, installed=True)

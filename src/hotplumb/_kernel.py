@@ -130,6 +130,7 @@ class Outputs:
         "_dropped_sent",
         "batch",
         "channel",
+        "delivered",
         "extra",
         "failed",
         "filtered",
@@ -173,11 +174,15 @@ class Outputs:
         self._dropped_sent = 0
         # Produced inputs whose outputs were taken but are still being sent.
         self.in_send = 0
+        # Outputs the readers have (sent in full): what ``emitted`` counts.
+        self.delivered = 0
 
     @property
     def emitted(self) -> int:
-        """Outputs made so far."""
-        return self.settled - self.filtered - self.failed + self.extra
+        """Outputs passed on so far: sent to the readers (a target's: delivered)."""
+        if self.target:
+            return self.settled - self.filtered - self.failed + self.extra
+        return self.delivered
 
     @property
     def in_progress(self) -> int:

@@ -364,6 +364,13 @@ class Runner:
         """Where a restarted generator goes on: after the last value produced."""
         return self._offsets[-1][1] if self._offsets else self.resume_offset
 
+    def retire(self) -> None:
+        """Stop for good: the change that made this node was not cut."""
+        self.stopped = True
+        self.stop_producer()
+        if self.task is not None:
+            self.task.cancel()
+
     @property
     def waiting_for_demand(self) -> bool:
         """Whether this is a source with no readers."""
@@ -522,6 +529,7 @@ class Runner:
         if produced.values:
             await self._send(produced, out.batch, out.started)
         out.in_send = 0
+        out.delivered += len(produced.values)
 
     def _settle(self, out: Outputs) -> None:
         """``out`` is done and sent: fold its counters into the node's totals."""
