@@ -148,6 +148,8 @@ __all__ = [
     "plan_change",
     "plan_steps",
     "receive",
+    "run_steps",
+    "run_steps_yielding",
     "switch_node",
     "uninstall",
 ]
@@ -399,41 +401,33 @@ def ancestors(graph: Graph, keys: Iterable[Hashable]) -> set[Hashable]:
     return seen
 
 
-def plan_change(
-    old: Graph,
-    new: Graph,
-    changes: Changelist,
-    *,
-    generation: int,
-    running: Mapping[Hashable, Participant],
-    entries: Mapping[Hashable, Channel],
-    added: Mapping[Hashable, Participant],
-    kernels: Mapping[Hashable, Kernel],
-    capacity: int,
-    open_channel: Callable[[Hashable | None, Participant, int], Channel],
-) -> Plan:
+def plan_change(old: Graph, new: Graph, changes: Changelist, **options: Any) -> Plan:
     """Work out the switches of the change from ``old`` to ``new``; touch no running node.
 
-    The same as :func:`plan_steps`, run to the end at once.
+    :func:`plan_steps` (which takes the same arguments), run to the end at once.
     """
-    steps = plan_steps(
-        old,
-        new,
-        changes,
-        generation=generation,
-        running=running,
-        entries=entries,
-        added=added,
-        kernels=kernels,
-        capacity=capacity,
-        open_channel=open_channel,
-    )
+    return run_steps(plan_steps(old, new, changes, **options))
+
+
+def run_steps(steps: Generator[None, None, T]) -> T:
+    """Run a generator of steps (see :func:`plan_steps`) to the end; return its value."""
     while True:
         try:
             next(steps)
         except StopIteration as done:
-            plan: Plan = done.value
-            return plan
+            value: T = done.value
+            return value
+
+
+async def run_steps_yielding(steps: Generator[None, None, T]) -> T:
+    """Run a generator of steps, letting the event loop run between two of them."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            value: T = done.value
+            return value
+        await asyncio.sleep(0)
 
 
 def plan_steps(
@@ -671,8 +665,7 @@ def cut(
         installed: Whether :func:`install` has already run.
     """
     if not installed:
-        for _ in install(plan, running):
-            pass
+        run_steps(install(plan, running))
     for key in plan.stopped:
         running[key].stop_producer()
     for key in plan.sealed:
@@ -953,13 +946,7 @@ class Changes:
             capacity=host.capacity,
             open_channel=host.open_channel,
         )
-        while True:
-            try:
-                next(steps)
-            except StopIteration as planned:
-                plan: Plan = planned.value
-                break
-            await asyncio.sleep(0)
+        plan = await run_steps_yielding(steps)
         if host.closing:
             raise TopologyClosedError("the topology closed before the change started")
 
@@ -971,8 +958,7 @@ class Changes:
 
         barrier = Barrier(plan, done)
         try:
-            for _ in install(plan, host.running):
-                await asyncio.sleep(0)
+            await run_steps_yielding(install(plan, host.running))
             if host.closing:
                 raise TopologyClosedError("the topology closed before the change started")
         except BaseException:
