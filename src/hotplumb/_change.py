@@ -390,10 +390,19 @@ class Plan:
 
 def ancestors(graph: Graph, keys: Iterable[Hashable]) -> set[Hashable]:
     """``keys`` and every key they read from, transitively, in ``graph``."""
+    return run_steps(ancestor_steps(graph, keys))
+
+
+def ancestor_steps(graph: Graph, keys: Iterable[Hashable]) -> Generator[None, None, set[Hashable]]:
+    """:func:`ancestors` as a generator of steps: it yields every :data:`STEP` keys."""
     seen = set(keys)
     stack = list(seen)
+    count = 0
     while stack:
         key = stack.pop()
+        count += 1
+        if not count % STEP:
+            yield
         for parent in graph.inputs_of(key):
             if parent not in seen:
                 seen.add(parent)
@@ -466,7 +475,9 @@ def plan_steps(
         The plan.
     """
     switching = (changes.changed | changes.readers_changed) & running.keys()
-    region = frozenset(ancestors(old, switching))
+    yield
+    region = frozenset((yield from ancestor_steps(old, switching)))
+    yield
     inputs: dict[Hashable, tuple[Channel, ...]] = {}
     opened: dict[Hashable, Channel] = {}
     capacities: list[tuple[Channel, int]] = []
@@ -507,7 +518,10 @@ def plan_steps(
 
     # A redefined producer's output capacity applies to its kept channels into
     # readers that do not switch (those that do got theirs above).
-    for key in (changes.replaced | changes.rewired) & running.keys():
+    redefined = changes.removed | changes.replaced | changes.rewired
+    for count, key in enumerate((changes.replaced | changes.rewired) & running.keys(), 1):
+        if not count % STEP:
+            yield
         node = new.nodes[key]
         for reader in new.readers_of(key):
             if reader not in inputs:
@@ -529,20 +543,30 @@ def plan_steps(
         switches[key] = Switch(
             node, version, kernel, inputs[key], outputs_of(key), new.readers_of(key)
         )
-    redefined = changes.removed | changes.replaced | changes.rewired
+    wiring: dict[Hashable, tuple[tuple[Channel, ...], tuple[Channel, ...]]] = {}
+    for count, key in enumerate(added, 1):
+        if not count % STEP:
+            yield
+        wiring[key] = (inputs[key], outputs_of(key))
+    sources = []
+    for count, key in enumerate(region, 1):
+        if not count % STEP:
+            yield
+        if not running[key].node.inputs:
+            sources.append(key)
     return Plan(
         generation=generation,
         region=region,
         switches=MappingProxyType(switches),
         added=MappingProxyType(dict(added)),
-        wiring=MappingProxyType({key: (inputs[key], outputs_of(key)) for key in added}),
+        wiring=MappingProxyType(wiring),
         entries=MappingProxyType(opened),
         sealed=frozenset(
             k for k in entries if k in changes.removed or (k in new.nodes and new.nodes[k].inputs)
         ),
-        stopped=frozenset(k for k in redefined if k in entries and k in running),
+        stopped=frozenset(k for k in entries if k in redefined and k in running),
         capacities=tuple(capacities),
-        sources=tuple(k for k in region if not running[k].node.inputs),
+        sources=tuple(sources),
     )
 
 
@@ -627,7 +651,9 @@ def install(plan: Plan, running: dict[Hashable, Participant]) -> Generator[None,
         if not member.node.inputs:
             member.entry = member.inputs[0]
         running[key] = member
-    for channel, capacity in plan.capacities:
+    for count, (channel, capacity) in enumerate(plan.capacities, 1):
+        if not count % STEP:
+            yield
         channel.capacity = capacity
     for count, member in enumerate(plan.added.values(), 1):
         if not count % STEP:
