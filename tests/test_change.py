@@ -720,6 +720,9 @@ class Host:
     def calling_node(self) -> Hashable | None:
         return None
 
+    def settle_memory(self) -> None:
+        pass
+
     def completed(self, graph: hp.Graph, changes: Changelist) -> dict[Hashable, NodeStatistics]:
         self.completions.append((graph, changes))
         self.graph = graph

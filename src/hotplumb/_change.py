@@ -311,6 +311,13 @@ class ChangeHost(Protocol):
         """The key of the node whose task is running now, if any."""
         ...
 
+    def settle_memory(self) -> None:
+        """A change has its new graph in hand, or has installed its new nodes.
+
+        What exists now will live long; a host run with ``gc_freeze`` moves
+        it out of the collector's way.
+        """
+
     def completed(self, graph: Graph, changes: Changelist) -> dict[Hashable, NodeStatistics]:
         """A change has passed every node: drop the removed nodes, run ``graph``.
 
@@ -941,6 +948,7 @@ class Changes:
             return ApplyReport(changes, self.generation, 0, 0.0)
         if check:
             self._check_current(graph)
+        host.settle_memory()
         generation = self.generation + 1
         kernels: dict[Hashable, Kernel] = {}
         added: dict[Hashable, Participant] = {}
@@ -987,6 +995,7 @@ class Changes:
             await run_steps_yielding(install(plan, host.running))
             if host.closing:
                 raise TopologyClosedError("the topology closed before the change started")
+            host.settle_memory()
         except BaseException:
             # Cancelled (or closed) before the cut: nothing has changed but the
             # new nodes, which go again, so no later barrier waits for them.

@@ -195,6 +195,7 @@ class Runner:
         "failed",
         "filtered",
         "flushed",
+        "gone",
         "inputs",
         "kernel",
         "key",
@@ -255,6 +256,7 @@ class Runner:
         self.window: Window | None = Window(kernel.concurrency) if kernel.concurrency > 1 else None
         self.started = False
         self.stopped = False
+        self.gone = False  # removed from the topology: let go of its wiring when idle
         self.flushed = False  # whether the node's flush ran (at most once)
         self.task: asyncio.Task[None] | None = None
         self.producer: asyncio.Task[None] | None = None
@@ -370,6 +372,24 @@ class Runner:
         self.stop_producer()
         if self.task is not None:
             self.task.cancel()
+        self.release()
+
+    def release(self) -> None:
+        """The node has left the topology: drop its wiring once its task has ended.
+
+        A node and its channels refer to each other; breaking the cycle lets
+        reference counting free a removed node at once, even when the
+        collector does not scan it (a process that ran with ``gc_freeze``).
+        """
+        self.stopped = self.gone = True
+        if self.task is None:
+            self._unlink()
+
+    def _unlink(self) -> None:
+        self.inputs = []
+        self.outputs = []
+        self.entry = None
+        self._routes = {}
 
     @property
     def waiting_for_demand(self) -> bool:
@@ -393,6 +413,8 @@ class Runner:
             self.task = None
             if self.window is not None:
                 self.window.cancel()  # the task was cancelled: its calls go with it
+            if self.gone:
+                self._unlink()
 
     async def _record_death(self, error: BaseException) -> None:
         policy = self.node.restart or self._host.restart

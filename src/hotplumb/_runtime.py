@@ -285,8 +285,10 @@ class _Core:
         checkpoint: CheckpointStore | None = None,
         checkpoint_every: float | None = None,
         checkpoint_keep: int = 3,
+        gc_freeze: bool = False,
     ) -> None:
         self.graph = graph
+        self.gc_freeze = gc_freeze
         self.clock = clock
         self.capacity = capacity
         self.restart = restart
@@ -380,14 +382,23 @@ class _Core:
         task = asyncio.current_task()
         return self.node_tasks.get(task) if task is not None else None
 
+    def settle_memory(self) -> None:
+        if self.gc_freeze:
+            # A change's new graph and nodes are long-lived: the collector
+            # should not scan them (a full collection of a big new graph is
+            # one long step). Young garbage goes first, so that it is not
+            # frozen with them.
+            gc.collect(1)
+            gc.freeze()
+
     def completed(self, graph: Graph, changes: Changelist) -> dict[Hashable, NodeStatistics]:
         final: dict[Hashable, NodeStatistics] = {}
         for key in changes.removed:
             runner = self.running.get(key)
             if isinstance(runner, Runner):
-                runner.stopped = True
                 final[key] = self._statistics(runner)
                 del self.running[key]
+                runner.release()
         self.graph = graph
         return final
 
@@ -951,18 +962,16 @@ class Topology(metaclass=_NoPublicConstructor):
 class _Run:
     """The ``async with`` block of :func:`run` (a class, so it needs no async generator)."""
 
-    __slots__ = ("_core", "_freeze", "_graph", "_group", "_kernels", "_options")
+    __slots__ = ("_core", "_graph", "_group", "_kernels", "_options")
 
     def __init__(
         self,
         graph: Graph,
         kernels: Mapping[Hashable, Kernel],
-        freeze: bool,
         options: dict[str, Any],
     ) -> None:
         self._graph = graph
         self._kernels = kernels
-        self._freeze = freeze
         self._options = options
         self._group: asyncio.TaskGroup | None = None
         self._core: _Core | None = None
@@ -979,7 +988,7 @@ class _Run:
             await core.checkpoints.tell_recovered()  # with the state each node starts from
         await group.__aenter__()
         core.start()
-        if self._freeze:
+        if core.gc_freeze:
             gc.collect()
             gc.freeze()
         return Topology._create(core)
@@ -1049,12 +1058,16 @@ def run(
         on_failure: Called with every failed datum nobody's ``on_error``
             handled (as it is recorded in ``topology.errors``). Failures also
             go to the ``hotplumb`` logger (see the README), rate-limited.
-        gc_freeze: Once every node has started, move everything the process
-            holds to the garbage collector's permanent generation
+        gc_freeze: Once every node has started, and again when a change
+            starts and when its new nodes are in place, move everything the
+            process holds to the garbage collector's permanent generation
             (:func:`gc.freeze`), so the collector never scans the long-lived
-            topology again: full collections of a big graph no longer pause
-            the data. Process-wide; objects frozen are never collected, so
-            nodes of the initial graph that a change removes stay in memory.
+            topology: full collections of a big graph no longer pause the
+            data. Process-wide. Frozen objects are still freed when nothing
+            refers to them (a node a change removes is, and so is an old
+            graph nobody holds), but frozen *cyclic* garbage is never
+            collected: use it where the topology is most of what the process
+            keeps.
         tracer_provider: An OpenTelemetry ``TracerProvider``: data become
             traces, hops spans, changes ``hotplumb.apply`` spans (see
             :mod:`hotplumb.otel`; needs the ``otel`` extra). Without it and
@@ -1175,8 +1188,8 @@ def _open(
     return _Run(
         graph,
         kernels,
-        bool(gc_freeze),
         {
+            "gc_freeze": bool(gc_freeze),
             "capacity": capacity,
             "clock": clock if clock is not None else SystemClock(),
             "restart": restart if restart is not None else RestartPolicy(),
