@@ -14,6 +14,7 @@ also given without the collections inside it. Each case runs in a fresh loop
 and a fresh topology:
 
 * ``baseline``: no change, the same load for ``--window`` seconds;
+* ``baseline-frozen``: the same on a topology run with ``gc_freeze=True``;
 * ``apply``: ``new = graph.with_factory(f2)`` built on the loop, then ``apply``;
 * ``off-loop``: ``new = await asyncio.to_thread(graph.with_factory, f2)``, then ``apply``
   (graphs are immutable values, so building one off the loop is safe);
@@ -119,7 +120,7 @@ async def one_run(
         measured.clear()
     graph = build(nodes)
 
-    async with hp.run(graph, capacity=64, gc_freeze=case == "frozen") as topo:
+    async with hp.run(graph, capacity=64, gc_freeze=case in ("frozen", "baseline-frozen")) as topo:
 
         async def feed() -> None:
             chain = 0
@@ -174,7 +175,7 @@ def main() -> None:
     )
     parser.add_argument("--window", type=float, default=2.0, help="the baseline's measured time")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--cases", default="baseline,apply,off-loop,frozen")
+    parser.add_argument("--cases", default="baseline,baseline-frozen,apply,off-loop,frozen")
     args = parser.parse_args()
     if args.quick:
         args.nodes, args.repeat, args.seconds = 1_000, 1, 1.0
