@@ -54,6 +54,7 @@ LAYERS: Final[tuple[tuple[str, ...], ...]] = (
     ("_clock", "_context"),
     ("_sources",),
     ("_channel",),
+    ("_wire",),
     ("_kernel",),
     ("_observe",),
     ("_change",),

@@ -16,6 +16,7 @@ earlier lines (``tests/test_layers.py`` checks it; imports under
 ``_clock``, ``_context``      clocks and ``Deadline``; the context a node's callable is given
 ``_sources``                  sources from an (async) iterable or an ``asyncio.Queue``
 ``_channel``                  the ``Channel`` interface and its in-memory implementation
+``_wire``                     channels between processes: frames, credits, the two ends
 ``_kernel``                   how a node's callable is called: strategies filling ``Outputs``
 ``_observe``                  the ``Observer`` seam: batches, failures and changes told
 ``_change``                   the live-change protocol: plan, cut, align, switch, complete

@@ -12,10 +12,26 @@ nodes that run (and of the data still alive).
 
 A :class:`Batch` is how data move inside the runtime: values from one route,
 with their origins, sent as one message.
+
+Crossing a process boundary. Every value here pickles, and what is pickled
+means the same in any process. A route travels as its path alone: its cached
+hash is this process's (string hashes differ between processes, see
+``PYTHONHASHSEED``) and is computed again where the route is rebuilt, and the
+parent chain is rebuilt without recursion, however long. The receiving end
+of a channel re-interns the rebuilt routes (``_wire``). A trace travels as
+its list of hops, for the same reason. A :class:`NodeError` carries its
+traceback as text (a traceback object does not pickle), and its exception as
+bytes pickled on their own, so an exception that cannot be rebuilt on the far
+side (its class is not importable there, or its ``__init__`` does not take its
+``args``) is replaced by a stand-in that names it, rather than making the
+whole message unreadable. A datum's equality never depends on object
+identity (its error compares by node, version, and the exception's type and
+arguments), so a datum equals its copy from another process.
 """
 
 from __future__ import annotations
 
+import pickle
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,7 +41,7 @@ from typing import TYPE_CHECKING, Any, overload
 from hotplumb._format import format_key
 
 if TYPE_CHECKING:
-    from collections.abc import Hashable, Iterator
+    from collections.abc import Callable, Hashable, Iterator
 
 __all__ = ["Batch", "Data", "Datum", "Emission", "NodeError", "Route", "Trace", "emit"]
 
@@ -86,6 +102,21 @@ class Route:
     def __repr__(self) -> str:
         return f"Route({' -> '.join(format_key(k) for k in self.path)})"
 
+    def __reduce__(self) -> tuple[Callable[[tuple[Hashable, ...]], Route], tuple[Any, ...]]:
+        # Only the path travels: never the cached hash (see the module docstring).
+        return (_route_from_path, (self.path,))
+
+
+def _route_from_path(path: tuple[Hashable, ...]) -> Route:
+    """Rebuild a route from its path (how a pickled route is unpickled), hashing it here."""
+    route: Route | None = None
+    for key in path:
+        route = Route(key, route)
+    if route is None:
+        raise ValueError("a route's path has at least one key")
+    route._path = path
+    return route
+
 
 @dataclass(frozen=True, slots=True)
 class Trace:
@@ -132,10 +163,31 @@ class Trace:
         out.reverse()
         return tuple(out)
 
+    def __reduce__(self) -> tuple[Callable[[tuple[Any, ...]], Trace], tuple[Any, ...]]:
+        # The hops as a flat tuple: a chain of ``previous`` would pickle recursively.
+        hops = tuple((t.key, t.start, t.end, t.trace_id, t.span_id) for t in self.hops())
+        return (_trace_from_hops, (hops,))
+
+
+def _trace_from_hops(hops: tuple[tuple[Any, ...], ...]) -> Trace:
+    """Rebuild a trace from its hops, entry point first (how a pickled trace is unpickled)."""
+    trace: Trace | None = None
+    for key, start, end, trace_id, span_id in hops:
+        trace = Trace(key, start, end, trace, trace_id, span_id)
+    if trace is None:
+        raise ValueError("a trace has at least one hop")
+    return trace
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class NodeError:
     """What went wrong, and where.
+
+    A node error pickles. Its copy in another process has the exception
+    without its ``__traceback__`` (a traceback does not pickle), and the
+    traceback as it was formatted where the exception was raised. An exception
+    that does not survive pickling there, or unpickling here, is replaced by a
+    :class:`RuntimeError` naming its type and message.
 
     Attributes:
         key: The node that failed.
@@ -146,10 +198,14 @@ class NodeError:
     key: Hashable
     version: int
     exception: BaseException = field(repr=False)
+    # The formatted traceback, in a copy from another process; else None.
+    _text: str | None = field(default=None, repr=False)
 
     @property
     def traceback(self) -> str:
         """The exception formatted with its traceback, as Python prints it."""
+        if self._text is not None:
+            return self._text
         return "".join(traceback.format_exception(self.exception))
 
     def __repr__(self) -> str:
@@ -157,6 +213,32 @@ class NodeError:
             f"NodeError(key={self.key!r}, version={self.version}, "
             f"exception={type(self.exception).__name__}({self.exception}))"
         )
+
+    def __reduce__(self) -> tuple[Callable[..., NodeError], tuple[Any, ...]]:
+        exc = self.exception
+        kind = type(exc)
+        summary = f"{kind.__module__}.{kind.__qualname__}: {exc}"
+        try:
+            carried: bytes | None = pickle.dumps(exc)
+        except Exception as problem:  # a lock, a socket, a lambda in its attributes...
+            carried = None
+            summary = f"{summary} (it could not be pickled: {problem})"
+        return (_error_from_parts, (self.key, self.version, carried, summary, self.traceback))
+
+
+def _error_from_parts(
+    key: Hashable, version: int, carried: bytes | None, summary: str, text: str
+) -> NodeError:
+    """Rebuild a pickled :class:`NodeError`, with a stand-in for an exception that will not."""
+    exception: BaseException | None = None
+    if carried is not None:
+        try:
+            exception = pickle.loads(carried)
+        except Exception as problem:  # its class is not importable here, or will not rebuild
+            summary = f"{summary} (it could not be unpickled: {problem})"
+    if exception is None:
+        exception = RuntimeError(summary)
+    return NodeError(key, version, exception, text)
 
 
 class Datum:
@@ -245,7 +327,7 @@ class Datum:
             self._value == other._value
             and self._origin == other._origin
             and self._route == other._route
-            and self._error is other._error
+            and _same_error(self._error, other._error)
             and self._parents == other._parents
         )
 
@@ -259,6 +341,24 @@ class Datum:
         path = " -> ".join(format_key(k) for k in self.path)
         extra = f", error={self._error!r}" if self._error is not None else ""
         return f"Datum(value={self._value!r}, origin={self._origin!r}, path=[{path}]{extra})"
+
+
+def _same_error(a: NodeError | None, b: NodeError | None) -> bool:
+    """Whether two failures are the same: node, version, and the exception's type and args.
+
+    Exceptions compare by identity, and a copy from another process is a new
+    object, so they are compared by what they say.
+    """
+    if a is b:
+        return True
+    if a is None or b is None:
+        return False
+    return (
+        a.key == b.key
+        and a.version == b.version
+        and type(a.exception) is type(b.exception)
+        and a.exception.args == b.exception.args
+    )
 
 
 @dataclass(frozen=True, slots=True)
