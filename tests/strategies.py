@@ -186,13 +186,43 @@ class SwapFactory:
         return GraphSpec(spec.provided, self.factory)
 
 
-Edit = AddNode | RemoveNode | SwapFactory
+@dataclass(frozen=True)
+class Retouch:
+    """Replace a provided node by one that reads the same inputs (if the key is provided)."""
+
+    key: Hashable
+    fn: Any
+    target: bool
+
+    def _new(self, provided: Mapping[Any, Node]) -> Node | None:
+        old = provided.get(self.key)
+        return None if old is None else Node(self.fn, inputs=old.inputs, target=self.target)
+
+    def apply(self, graph: Graph) -> Graph:
+        node = self._new(graph.provided)
+        return graph if node is None else graph.add_node(self.key, node)
+
+    def apply_spec(self, spec: GraphSpec) -> GraphSpec:
+        node = self._new(spec.provided)
+        if node is None:
+            return spec
+        return GraphSpec({**spec.provided, self.key: node}, spec.factory)
+
+
+Edit = AddNode | RemoveNode | SwapFactory | Retouch
 
 
 @st.composite
 def edits(draw: st.DrawFn, universe: int = 30, acyclic: bool = True, partial: bool = False) -> Edit:
-    """One edit: add or replace a node, remove a key (provided or not), swap factory."""
-    kind = draw(st.sampled_from(["add", "add", "remove", "factory"]))
+    """One edit: add or replace a node, remove a key (provided or not), swap factory.
+
+    A replacement may keep the inputs of the node it replaces ("retouch"), the
+    case an edit resolves without walking what the node reads.
+    """
+    kind = draw(st.sampled_from(["add", "add", "retouch", "remove", "factory"]))
+    if kind == "retouch":
+        k = draw(st.integers(0, universe - 1))
+        return Retouch(k, draw(st.sampled_from(FNS)), draw(st.booleans()))
     if kind == "add":
         k = draw(st.integers(0, universe - 1))
         return AddNode(k, draw(int_nodes(k, universe, acyclic)))

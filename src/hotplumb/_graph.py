@@ -291,6 +291,10 @@ class _Resolution:
         node = self.provided.get(k)
         return node is not None and node.target
 
+    def needed(self, k: Hashable) -> bool:
+        """Whether ``k`` belongs in the graph as things stand: a target, or read."""
+        return self.is_target(k) or bool(self.readers_of(k))
+
     def run(self, changed: Iterable[Hashable]) -> None:
         try:
             self.replay(list(changed))
@@ -301,14 +305,33 @@ class _Resolution:
 
     def replay(self, changed: list[Hashable]) -> None:
         active = self.active
+        # A provided node replaced by one with the same inputs reads what the
+        # old one read: its inputs are held back from collection until it has
+        # been resolved again (if it still is needed), so that replacing a node
+        # does not collect and re-resolve everything below it. Nothing else is
+        # held: inputs that are no longer read must not make what they read
+        # look needed (see below).
+        held: dict[Hashable, tuple[Hashable, ...]] = {}
+        provided = self.provided
         for k in changed:
-            self.unlink(k)
+            node, new = active.get(k), provided.get(k)
+            if node is not None and node.inputs and new is not None and new.inputs == node.inputs:
+                held[k] = node.inputs
+                self.unlink(k, hold=True)
+            else:
+                self.unlink(k)
         # Collect first: a node this edit leaves unread must not make its inputs
         # look needed, or the edit would resolve (and count against max_nodes)
         # what the final graph does not have. Anything collected that turns out
         # to be needed is resolved again, from the same provided node or cache.
         self.collect()
-        self.resolve([k for k in changed if self.is_target(k) or self.readers_of(k)])
+        while released := [k for k in held if not self.needed(k)]:
+            for k in released:  # its readers went: it is not needed after all
+                self.candidates.extend(held.pop(k))
+            self.collect()
+        self.resolve([k for k in changed if self.needed(k)])
+        for inputs in held.values():
+            self.candidates.extend(inputs)
         self.collect()
         # Reference counting cannot collect a cycle, and an edit can leave one
         # behind as garbage (nodes re-resolved while still read, whose readers
@@ -464,8 +487,12 @@ class _Resolution:
         self.collect()
         return True
 
-    def unlink(self, k: Hashable) -> None:
-        """Take ``k`` out of the active nodes and out of its inputs' readers."""
+    def unlink(self, k: Hashable, *, hold: bool = False) -> None:
+        """Take ``k`` out of the active nodes and out of its inputs' readers.
+
+        Inputs left without a reader become candidates for collection, unless
+        ``hold`` (the caller makes them candidates later).
+        """
         node = self.active.pop(k, None)
         if node is None:
             return
@@ -473,7 +500,7 @@ class _Resolution:
         for i in node.inputs:
             s = self.mutable_readers(i)
             s.discard(k)
-            if not s:
+            if not s and not hold:
                 self.candidates.append(i)  # may have lost its last reader
 
     def cycle_scope(self, starts: list[Hashable]) -> set[Hashable] | None:
