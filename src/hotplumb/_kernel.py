@@ -42,7 +42,6 @@ import pickle
 import types
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
-from itertools import islice
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from hotplumb._clock import Deadline
@@ -52,7 +51,7 @@ from hotplumb._format import exception_text
 from hotplumb._node import SKIP, Node, Pool, identity
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Hashable
+    from collections.abc import Callable, Hashable, Iterator
 
     from hotplumb._clock import Clock
     from hotplumb._context import Context
@@ -382,17 +381,23 @@ async def deliver_batch_async(kernel: Kernel, node: Processor, out: Outputs) -> 
 
 
 def map_each(kernel: Kernel, node: Processor, out: Outputs) -> None:
-    """Call a plain callable over the whole batch in one loop (sinks get data)."""
+    """Call a plain callable over the whole batch in one loop (sinks get data).
+
+    A sink's :class:`Datum` objects are made one at a time, as it is called
+    (``Batch.datums``), not as a list first: one the callable does not keep is
+    freed before the next is made, so a batch of them costs the cyclic
+    collector nothing (a list of a thousand would trigger a collection or two).
+    """
     fn = kernel.fn
     batch = out.batch
-    values: list[Any] = batch.data(out.route) if node.node.pass_datum else batch.values
+    values: Iterator[Any] = batch.datums(out.route) if node.node.pass_datum else iter(batch.values)
     results = out.results
     append = results.append
     skipped = 0
-    start = 0
     while True:
         try:
-            for value in values if not start else islice(values, start, None):
+            # After a failure the same iterator goes on with the next input.
+            for value in values:
                 result = fn(value)
                 if result is SKIP:
                     skipped += 1
@@ -405,7 +410,6 @@ def map_each(kernel: Kernel, node: Processor, out: Outputs) -> None:
             out.filtered += skipped
             skipped = 0
             out.fail(len(results), exc)
-            start = len(results)
     out.settled = len(results)
     out.filtered += skipped
 
