@@ -114,61 +114,38 @@ class Crash(Exception):
         self.error = error
 
 
-class _Outcome:
-    """How one call in flight ended: its result, or the exception it raised."""
-
-    __slots__ = ("error", "result")
-
-    def __init__(self, result: Any = None, error: BaseException | None = None) -> None:
-        self.result = result
-        self.error = error
-
-
-async def _outcome(call: Coroutine[Any, Any, Any]) -> _Outcome:
-    try:
-        return _Outcome(await call)
-    except BaseException as exc:
-        if ends_task(exc):
-            raise
-        return _Outcome(error=exc)
-
-
 class Window:
     """The calls in flight of a concurrent node, oldest first.
 
-    Each call runs in a task of its own; the runner owns them (it cancels them
-    when its task ends) and settles them in the order they started, so the
-    node's outputs leave in input order.
+    Each call runs in a task of its own: for an ``async def`` of the value
+    with no timeout, the task runs the callable's own coroutine, with nothing
+    wrapped around it; otherwise it runs :func:`~hotplumb._kernel.call_one`.
+    A call's result or exception stays in its task until the runner settles
+    it. The runner owns the tasks (it cancels them when its task ends) and
+    settles them in the order they started, so the node's outputs leave in
+    input order.
     """
 
     __slots__ = ("calls", "size")
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.calls: deque[tuple[Outputs, tuple[Datum, ...], asyncio.Task[_Outcome]]] = deque()
+        # Per call: the outputs of its batch, its input's parents, its task.
+        self.calls: deque[tuple[Outputs, tuple[Datum, ...], asyncio.Task[Any]]] = deque()
 
     @property
     def full(self) -> bool:
         """Whether as many calls as allowed are in flight."""
         return len(self.calls) >= self.size
 
-    def start(
-        self, out: Outputs, parents: tuple[Datum, ...], call: Coroutine[Any, Any, Any]
-    ) -> None:
-        """Start ``call`` for the next unstarted input of ``out``."""
-        self.calls.append((out, parents, asyncio.ensure_future(_outcome(call))))
-
-    async def oldest(self) -> tuple[Outputs, tuple[Datum, ...], _Outcome]:
-        """Wait for the oldest call; return its batch's outputs, parents and outcome."""
-        out, parents, task = self.calls[0]
-        outcome = await task  # cancelling the runner here cancels the call too: it ends with it
-        self.calls.popleft()
-        return out, parents, outcome
-
     def cancel(self) -> None:
         """Cancel every call in flight (their inputs are put back or reported)."""
         while self.calls:
-            self.calls.pop()[2].cancel()
+            task = self.calls.pop()[2]
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled():
+                task.exception()  # retrieved: its input is put back, not lost
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
@@ -588,38 +565,89 @@ class Runner:
         window = self.window
         assert window is not None
         out = self._start(batch, channel)
-        for index in range(len(batch.values)):
-            while window.full:
+        kernel, node = self.kernel, self.node
+        # The common case: an async def of the value, no timeout. Calling it
+        # only makes its coroutine (a bad argument raises at once, running none
+        # of its code), and the task runs that coroutine as it is.
+        direct = (
+            kernel.mode is Mode.ASYNC
+            and node.timeout is None
+            and not kernel.takes_context
+            and not node.pass_datum
+        )
+        fn = kernel.fn
+        calls, size = window.calls, window.size
+        create_task = asyncio.get_running_loop().create_task
+        values, parents_in = batch.values, batch.parents
+        for index in range(len(values)):
+            while len(calls) >= size:
                 await self._settle_oldest()
-            args, parents = prepare_call(self.kernel, self, out, index)
-            window.start(out, parents, call_one(self.kernel, self, args))
+            if direct:
+                parents = parents_in[index] if parents_in is not None else ()
+                try:
+                    call = fn(values[index])
+                except BaseException as exc:
+                    if ends_task(exc):
+                        raise
+                    # Made again inside call_one, whose task records the error in order.
+                    call = call_one(kernel, self, (values[index],))
+            else:
+                args, parents = prepare_call(kernel, self, out, index)
+                call = call_one(kernel, self, args)
+            calls.append((out, parents, create_task(call)))
 
     async def _settle_oldest(self) -> None:
-        """Wait for the oldest call in flight, record its result, send what is ready."""
+        """Wait for the oldest call in flight, record its outcome, send what is ready."""
         window = self.window
         assert window is not None
-        out, parents, outcome = await window.oldest()
-        index = out.settled
-        try:
-            if outcome.error is not None:
-                out.fail(index, outcome.error)
-            elif self.kernel.mode is Mode.ASYNC_GENERATOR:
-                out.add_many(outcome.result, parents)
+        calls = window.calls
+        out, parents, task = calls[0]
+        error: BaseException | None = None
+        result: Any = None
+        if task.done():
+            if task.cancelled():
+                try:
+                    task.result()  # the call's own CancelledError: a data error
+                except asyncio.CancelledError as exc:
+                    error = exc
             else:
-                out.add(outcome.result)
+                error = task.exception()
+                if error is None:
+                    result = task.result()
+                elif ends_task(error):
+                    raise error
+        else:
+            try:
+                # Cancelling the runner here cancels the call too: it ends with it.
+                result = await task
+            except BaseException as exc:
+                if ends_task(exc):
+                    raise
+                error = exc
+        calls.popleft()
+        try:
+            if error is not None:
+                out.fail(out.settled, error)
+            elif self.kernel.mode is Mode.ASYNC_GENERATOR:
+                out.add_many(result, parents)
+            elif result is SKIP or type(result) is Emission:
+                out.add(result)
+            else:  # a plain output: Outputs.add's common case, inline
+                out.results.append(result)
+                out.settled += 1
         except Crash:
             await self._crashed()
             raise
-        calls = window.calls
+        done = out.settled == len(out.batch.values)
         if (
-            out.done
+            done
             or not calls
             or not calls[0][2].done()  # the next would make them wait: send them now
             or self._host.clock.now() - out.sent_at >= LATENCY
         ):
             # In order: every earlier batch is done and sent, or it would be the oldest.
             await self.send(out)
-            if out.done:
+            if done:
                 self._settle(out)
 
     async def _settle_all(self) -> None:
