@@ -33,7 +33,16 @@ from hotplumb._change import Aligner, Barrier, receive
 from hotplumb._context import Context
 from hotplumb._datum import Batch, Datum, Emission, NodeError, Route, Trace
 from hotplumb._errors import NodeFailedError, TopologyClosedError
-from hotplumb._kernel import FAILED, LATENCY, Mode, Outputs, call_one, ends_task, prepare_call
+from hotplumb._kernel import (
+    FAILED,
+    LATENCY,
+    Mode,
+    Outputs,
+    await_each,
+    call_one,
+    ends_task,
+    prepare_call,
+)
 from hotplumb._node import SKIP
 from hotplumb._snapshot import NodeStatistics
 
@@ -565,16 +574,11 @@ class Runner:
         window = self.window
         assert window is not None
         out = self._start(batch, channel)
-        kernel, node = self.kernel, self.node
+        kernel = self.kernel
         # The common case: an async def of the value, no timeout. Calling it
         # only makes its coroutine (a bad argument raises at once, running none
         # of its code), and the task runs that coroutine as it is.
-        direct = (
-            kernel.mode is Mode.ASYNC
-            and node.timeout is None
-            and not kernel.takes_context
-            and not node.pass_datum
-        )
+        direct = kernel.process is await_each
         fn = kernel.fn
         calls, size = window.calls, window.size
         create_task = asyncio.get_running_loop().create_task
