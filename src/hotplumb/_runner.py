@@ -424,10 +424,24 @@ class Runner:
                 continue
             lingered = False
             if type(message) is Batch:
-                if self.window is None:
-                    await self._process(message, channel)
-                else:
+                if self.window is not None:
                     await self._submit(message, channel)
+                    continue
+                # Processed here rather than in a method of its own: every step
+                # of an awaiting strategy passes through each coroutine between
+                # it and the task, once on the way out and once on the way back.
+                out = self._start(message, channel)
+                kernel = self.kernel
+                try:
+                    if kernel.synchronous:
+                        kernel.process(kernel, self, out)
+                    else:
+                        await kernel.process(kernel, self, out)
+                except Crash:
+                    await self._crashed()
+                    raise
+                await self.send(out)
+                self._settle(out)
             elif type(message) is Barrier:
                 if self.window is not None:
                     # The node switches only once every input in flight has settled.
@@ -483,21 +497,6 @@ class Runner:
         out = Outputs(batch, route, not self.outputs, self._failed, channel, started)
         self.busy.append(out)
         return out
-
-    async def _process(self, batch: Batch, channel: Channel) -> None:
-        """Process ``batch`` with the kernel's strategy and send its outputs on."""
-        out = self._start(batch, channel)
-        kernel = self.kernel
-        try:
-            if kernel.synchronous:
-                kernel.process(kernel, self, out)
-            else:
-                await kernel.process(kernel, self, out)
-        except Crash:
-            await self._crashed()
-            raise
-        await self.send(out)
-        self._settle(out)
 
     def readers_idle(self) -> bool:
         """Whether some reader waits for input: nothing in hand, nothing from this node queued."""
