@@ -365,14 +365,72 @@ class Runner:
     # -- the task ---------------------------------------------------------------
 
     async def supervise(self) -> None:
-        """Run the node loop until it is idle, restarting it under the restart policy."""
+        """Run the node until it is idle, restarting it under the restart policy.
+
+        The node loop is this coroutine itself, not one it awaits: every step
+        of an awaiting strategy (each await of an ``async def``, per input)
+        passes through each coroutine between it and the task, on the way out
+        and on the way back.
+        """
+        loop = asyncio.get_running_loop()
+        lingered = False
         try:
             while True:
                 try:
-                    await self._loop()
-                    return
+                    message, channel = self._take()
+                    if channel is None:
+                        if self.window is not None and self.window.calls:
+                            # Nothing new: finish what is in flight.
+                            await self._settle_oldest()
+                            continue
+                        if lingered:
+                            return  # idle: the task ends; wake() starts a new one
+                        # Linger a little before ending: under a steady trickle of
+                        # data the next batch is usually on its way, and starting a
+                        # task is dearer than waiting for it. (Real time on purpose:
+                        # this is resource management, not behaviour.)
+                        lingered = True
+                        waiter = self._waiter = loop.create_future()
+                        timer = loop.call_later(_LINGER, _expire, waiter)
+                        try:
+                            await waiter
+                        finally:
+                            self._waiter = None
+                            timer.cancel()
+                        continue
+                    lingered = False
+                    if type(message) is Batch:
+                        if self.window is not None:
+                            await self._submit(message, channel)
+                            continue
+                        out = self._start(message, channel)
+                        kernel = self.kernel
+                        try:
+                            if kernel.synchronous:
+                                kernel.process(kernel, self, out)
+                            else:
+                                await kernel.process(kernel, self, out)
+                        except Crash:
+                            await self._crashed()
+                            raise
+                        await self.send(out)
+                        self._settle(out)
+                    elif type(message) is Barrier:
+                        if self.window is not None:
+                            # The node switches only once every input in flight
+                            # has settled.
+                            await self._settle_all()
+                        inputs = self.node.inputs
+                        if receive(self, self.aligner, message, channel):
+                            return
+                        if self.node.inputs != inputs:
+                            self._forget_routes()
+                        self._fit_window()
+                    else:  # pragma: no cover - only batches and barriers are ever sent
+                        raise AssertionError(f"unexpected message {message!r}")
                 except Crash as crash:
                     await self._record_death(crash.error)
+                    lingered = False
         finally:
             # Synchronous with the loop's last look at its inputs: a message
             # that arrives after this starts a new task.
@@ -397,63 +455,6 @@ class Runner:
         if policy.backoff:
             await clock.sleep_until(now + policy.backoff)
         self.restarts += 1
-
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        lingered = False
-        while True:
-            message, channel = self._take()
-            if channel is None:
-                if self.window is not None and self.window.calls:
-                    await self._settle_oldest()  # nothing new: finish what is in flight
-                    continue
-                if lingered:
-                    return  # idle: the task ends; wake() starts a new one
-                # Linger a little before ending: under a steady trickle of data
-                # the next batch is usually on its way, and starting a task is
-                # dearer than waiting for it. (Real time on purpose: this is
-                # resource management, not behaviour.)
-                lingered = True
-                waiter = self._waiter = loop.create_future()
-                timer = loop.call_later(_LINGER, _expire, waiter)
-                try:
-                    await waiter
-                finally:
-                    self._waiter = None
-                    timer.cancel()
-                continue
-            lingered = False
-            if type(message) is Batch:
-                if self.window is not None:
-                    await self._submit(message, channel)
-                    continue
-                # Processed here rather than in a method of its own: every step
-                # of an awaiting strategy passes through each coroutine between
-                # it and the task, once on the way out and once on the way back.
-                out = self._start(message, channel)
-                kernel = self.kernel
-                try:
-                    if kernel.synchronous:
-                        kernel.process(kernel, self, out)
-                    else:
-                        await kernel.process(kernel, self, out)
-                except Crash:
-                    await self._crashed()
-                    raise
-                await self.send(out)
-                self._settle(out)
-            elif type(message) is Barrier:
-                if self.window is not None:
-                    # The node switches only once every input in flight has settled.
-                    await self._settle_all()
-                inputs = self.node.inputs
-                if receive(self, self.aligner, message, channel):
-                    return
-                if self.node.inputs != inputs:
-                    self._forget_routes()
-                self._fit_window()
-            else:  # pragma: no cover - only batches and barriers are ever sent
-                raise AssertionError(f"unexpected message {message!r}")
 
     def _take(self) -> tuple[Any, Channel | None]:
         inputs = self.inputs
