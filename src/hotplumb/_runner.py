@@ -181,6 +181,7 @@ class Runner:
         "failed",
         "filtered",
         "flushed",
+        "hungry",
         "inputs",
         "kernel",
         "key",
@@ -237,6 +238,12 @@ class Runner:
         # and an output batch being sent to the readers (`sending`).
         self.busy: deque[Outputs] = deque()
         self.sending: Batch | None = None
+        # Whether the node has nothing in hand, no batch being processed or
+        # sent: it would take input at once. It sums up `busy` and `sending`
+        # (a batch is sent only while its outputs are in `busy`), and changes
+        # with `busy`; a producer reads it after each input while it waits to
+        # send early (see readers_idle), so it is kept rather than computed.
+        self.hungry = True
         # The calls in flight of a concurrent node (None for one at a time).
         self.window: Window | None = Window(kernel.concurrency) if kernel.concurrency > 1 else None
         self.started = False
@@ -497,6 +504,7 @@ class Runner:
         started = self._host.clock.now()
         out = Outputs(batch, route, not self.outputs, self._failed, channel, started)
         self.busy.append(out)
+        self.hungry = False
         return out
 
     def readers_idle(self) -> bool:
@@ -507,11 +515,6 @@ class Runner:
             if not channel and channel.consumer.hungry:
                 return True
         return False
-
-    @property
-    def hungry(self) -> bool:
-        """Whether the node has nothing in hand: it would take input at once."""
-        return not self.busy and self.sending is None
 
     async def send(self, out: Outputs) -> None:
         """Send on what ``out`` has ready (called by strategies as outputs are produced)."""
@@ -528,6 +531,7 @@ class Runner:
         self.filtered += out.filtered
         self.failed += out.failed
         self.busy.remove(out)
+        self.hungry = not self.busy and self.sending is None
 
     async def _crashed(self) -> None:
         """The task dies: send what was produced, put back what was not settled.
