@@ -54,8 +54,9 @@ from hotplumb._format import exception_text
 from hotplumb._node import SKIP, Node, Pool, identity
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Hashable, Iterator
+    from collections.abc import Callable, Hashable, Iterator, Sequence
 
+    from hotplumb._channel import Channel
     from hotplumb._clock import Clock
     from hotplumb._context import Context
     from hotplumb._datum import Route
@@ -330,11 +331,16 @@ class Processor(Protocol):
         """The executor the node's calls run in, if it has one."""
         ...
 
+    @property
+    def outputs(self) -> Sequence[Channel]:
+        """The channels to the node's readers (one per reader)."""
+        ...
+
     async def send(self, out: Outputs) -> None:
         """Send on what ``out`` has ready (see :meth:`Outputs.take`)."""
 
     def readers_idle(self) -> bool:
-        """Whether some reader has nothing waiting from this node (sending early helps)."""
+        """Whether some reader waits for input: nothing in hand, nothing from this node queued."""
         ...
 
 
@@ -506,6 +512,9 @@ async def await_each(kernel: Kernel, node: Processor, out: Outputs) -> None:
     last = len(values) - 1
     # A target delivers as it goes: nothing to send early.
     due = math.inf if out.target else out.sent_at + LATENCY
+    # The outputs do not change during a batch (only the node's own task
+    # changes them, at a barrier, between batches).
+    readers = node.outputs
     for i in range(out.settled, last + 1):
         try:
             result = await fn(values[i])
@@ -519,9 +528,14 @@ async def await_each(kernel: Kernel, node: Processor, out: Outputs) -> None:
             else:  # a plain output: Outputs.add's common case, inline
                 append(result)
                 out.settled = i + 1
-        if now() >= due and i < last and node.readers_idle():
-            await node.send(out)
-            due = out.sent_at + LATENCY
+        # Is a reader waiting (node.readers_idle, inline), and has LATENCY
+        # passed? Asked in that order: the clock is dearer to read.
+        for channel in readers:
+            if channel.empty and channel.consumer.hungry:
+                if now() >= due and i < last:
+                    await node.send(out)
+                    due = out.sent_at + LATENCY
+                break
 
 
 async def call_one(kernel: Kernel, node: Processor, args: tuple[Any, ...]) -> Any:

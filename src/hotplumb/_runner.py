@@ -512,7 +512,7 @@ class Runner:
         # Asked after every input once LATENCY has passed, for as long as the
         # readers stay busy: a plain loop costs less than any() over a generator.
         for channel in self.outputs:  # noqa: SIM110
-            if not channel and channel.consumer.hungry:
+            if channel.empty and channel.consumer.hungry:
                 return True
         return False
 
