@@ -142,11 +142,6 @@ class Window:
         # Per call: the outputs of its batch, its input's parents, its task.
         self.calls: deque[tuple[Outputs, tuple[Datum, ...], asyncio.Task[Any]]] = deque()
 
-    @property
-    def full(self) -> bool:
-        """Whether as many calls as allowed are in flight."""
-        return len(self.calls) >= self.size
-
     def cancel(self) -> None:
         """Cancel every call in flight (their inputs are put back or reported)."""
         while self.calls:
