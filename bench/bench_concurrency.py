@@ -25,6 +25,12 @@ Sections (``--only`` takes their ids):
   every stage, against the default and the per-item ``asyncio.Queue``
   pipeline.
 
+``--json`` prints, instead of the report, one JSON line with the results of
+hotplumb's own contestants only (the peers are not run): per section and
+contestant, the median CPU ns/hop and the wall-clock ns/hop, in the shape of
+``bench_runtime.py --json``; ``compare.py --bench concurrency`` reads it.
+``--reference-only`` keeps only each section's reference row.
+
 Timing follows ``bench_runtime.py``: a fresh event loop per run after
 ``gc.collect()``, one warm-up run on a tenth of the items, then ``--repeat``
 runs round-robin over the contestants (fewer, but at least three, when they
@@ -39,14 +45,17 @@ import argparse
 import asyncio
 import collections
 import gc
+import json
 import multiprocessing
 import os
+import platform
 import resource
 import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from _harness import (
@@ -484,6 +493,8 @@ class Settings:
     sections: tuple[str, ...]
     timeout: float
     budget: float
+    json: bool = False
+    reference_only: bool = False
 
 
 def run_section(section: Section, items: int, settings: Settings) -> dict[str, Timed | Failure]:
@@ -564,6 +575,44 @@ def section_report(section: Section, items: int, results: dict[str, Timed | Fail
     return "\n\n".join(parts) + "\n"
 
 
+def json_results(
+    section: Section, items: int, results: dict[str, Timed | Failure]
+) -> dict[str, dict[str, Any]]:
+    """Per contestant run, for :func:`json_report`: CPU and wall-clock ns/hop."""
+    found: dict[str, dict[str, Any]] = {}
+    for name in section.contestants:
+        result = results.get(name, Failure("error: did not run"))
+        for metric in ("CPU ns/hop", "ns/hop"):
+            entry: dict[str, Any] = {
+                "title": f"{section.id} {name}: {metric}",
+                "metric": metric,
+                "items": items,
+            }
+            if isinstance(result, Failure):
+                entry["error"] = result.message
+            else:
+                seconds = result.cpu if metric == "CPU ns/hop" else result.wall.seconds
+                runs = [s / (items * section.hops) * 1e9 for s in seconds]
+                entry.update(value=statistics.median(runs), runs=runs)
+            found[f"{section.id} {name}: {metric}"] = entry
+    return found
+
+
+def json_report(results: dict[str, dict[str, Any]]) -> str:
+    """The ``--json`` line, shaped like ``bench_runtime.py``'s (see its ``json_report``)."""
+    import hotplumb
+
+    where = str(Path(hotplumb.__file__ or "?").parent)
+    return json.dumps(
+        {
+            "bench": "bench_concurrency",
+            "hotplumb": where,
+            "python": platform.python_version(),
+            "results": results,
+        }
+    )
+
+
 def csv(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -586,6 +635,16 @@ def parse(argv: Sequence[str] | None) -> Settings:
         " fewer repetitions (but at least 3)",
     )
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per run")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON line with hotplumb's own rows only (for compare.py)",
+    )
+    parser.add_argument(
+        "--reference-only",
+        action="store_true",
+        help="run only each section's reference row (with --json)",
+    )
     args = parser.parse_args(argv)
     unknown = [s for s in args.only if s not in ids]
     if unknown:
@@ -597,11 +656,38 @@ def parse(argv: Sequence[str] | None) -> Settings:
         sections=args.only,
         timeout=args.timeout,
         budget=args.budget,
+        json=args.json,
+        reference_only=args.reference_only,
     )
+
+
+def main_json(settings: Settings) -> int:
+    """Run hotplumb's own contestants of each section; print :func:`json_report`'s line."""
+    hotplumb_status()
+    found: dict[str, dict[str, Any]] = {}
+    try:
+        for section in SECTIONS:
+            if section.id not in settings.sections:
+                continue
+            ours = {
+                name: run
+                for name, run in section.contestants.items()
+                if name.startswith("hotplumb")
+                and (name == section.reference or not settings.reference_only)
+            }
+            section = replace(section, contestants=ours)
+            items = settings.items or (section.quick_items if settings.quick else section.items)
+            found.update(json_results(section, items, run_section(section, items, settings)))
+    finally:
+        WarmPool.shutdown()
+    print(json_report(found))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse(argv)
+    if settings.json:
+        return main_json(settings)
     status = hotplumb_status()
     print("# hotplumb concurrency benchmark\n")
     print("\n".join(environment()))

@@ -13,9 +13,11 @@ Sections (``--only`` takes their ids):
   (see ``peers.py``) pushes the same items through the same topology; the table
   gives the median items/s over the repetitions (after one warm-up run on a
   tenth of the items), that rate relative to hotplumb's, and the wall-clock
-  nanoseconds per hop (an edge crossed by one input item). Repetitions go
-  round-robin over the contestants so that drift in the machine's speed hits
-  them alike.
+  nanoseconds per hop (an edge crossed by one input item); with ``--cpu``, the
+  process's CPU time instead (the contestants are all single-threaded, and a
+  shared machine's other load inflates CPU time far less than wall time).
+  Repetitions go round-robin over the contestants so that drift in the
+  machine's speed hits them alike.
 * M1 idle memory: the memory per node of a running, idle hotplumb topology of
   10,000 nodes against 10,000 idle asyncio tasks each awaiting its own queue.
 * B1 backpressure: items through a slow sink; the peak memory of hotplumb with a
@@ -125,6 +127,7 @@ class Settings:
     timeout: float
     budget: float
     json: bool = False
+    cpu: bool = False
 
 
 def hotplumb_status() -> str:
@@ -165,7 +168,12 @@ def run_workload(
     def attempt(name: str, n: int) -> float | None:
         fn = functools.partial(CONTESTANTS[name], workload, n)
         try:
-            return time_run(fn, expected=workload.expected(n), timeout=settings.timeout)
+            return time_run(
+                fn,
+                expected=workload.expected(n),
+                timeout=settings.timeout,
+                clock=time.process_time if settings.cpu else time.perf_counter,
+            )
         except NotApplicable as exc:
             results[name] = Failure(f"n/a: {exc}")
         except Exception as exc:
@@ -223,7 +231,8 @@ def workload_report(
     about = (
         f"{workload.description}. {fmt_count(items)} input items, {workload.hops} hops per item."
     )
-    headers = ["contestant", "items/s", "vs hotplumb", "ns/hop", "spread", "runs"]
+    per_hop = "CPU ns/hop" if settings.cpu else "ns/hop"
+    headers = ["contestant", "items/s", "vs hotplumb", per_hop, "spread", "runs"]
     table = markdown_table(headers, rows)
     return _section(f"{workload.id} {workload.name}", about, table, notes)
 
@@ -236,13 +245,13 @@ def _section(title: str, about: str, table: str, notes: Footnotes) -> str:
 
 
 def json_result(
-    workload: Workload, items: int, results: dict[str, Measurement | Failure]
+    workload: Workload, items: int, results: dict[str, Measurement | Failure], cpu: bool = False
 ) -> dict[str, Any]:
     """The result of hotplumb on ``workload``, for :func:`json_report`."""
     result = results.get(REFERENCE, Failure("error: did not run"))
     entry: dict[str, Any] = {
         "title": f"{workload.id} {workload.name}",
-        "metric": "ns/hop",
+        "metric": "CPU ns/hop" if cpu else "ns/hop",
         "items": items,
     }
     if isinstance(result, Failure):
@@ -597,6 +606,12 @@ def parse(argv: Sequence[str] | None) -> tuple[Settings, str | None]:
         action="store_true",
         help="print only one JSON line: hotplumb's ns/hop in each throughput workload",
     )
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="time the throughput runs in this process's CPU time (time.process_time), which"
+        " a shared machine's other load inflates far less than wall-clock time",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     unknown = [s for s in args.only if s not in SECTIONS]
@@ -620,6 +635,7 @@ def parse(argv: Sequence[str] | None) -> tuple[Settings, str | None]:
         timeout=args.timeout,
         budget=args.budget,
         json=args.json,
+        cpu=args.cpu,
     )
     return settings, args.child
 
@@ -640,7 +656,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     workload.quick_items if settings.quick else workload.items
                 )
                 found[workload.id] = json_result(
-                    workload, items, run_workload(workload, items, settings)
+                    workload, items, run_workload(workload, items, settings), settings.cpu
                 )
         print(json_report(found))
         return 0
@@ -658,7 +674,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Throughput: each contestant gets a warm-up run on a tenth of the items, then"
             f" {runs}, round-robin over the contestants, each in a fresh"
             " event loop. items/s: median input items per second. vs hotplumb: that rate"
-            " over hotplumb's (above 1 is faster than hotplumb). ns/hop: median wall-clock"
+            " over hotplumb's (above 1 is faster than hotplumb). ns/hop: median"
+            f" {'CPU (time.process_time)' if settings.cpu else 'wall-clock'}"
             " time per input item per edge it crosses. spread: ± half the range of the runs,"
             " over the median.\n"
         )

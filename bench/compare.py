@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/compare.py BASE_REV [NEW_REV|WORKTREE] [--rounds N] [--bench apply] -- ARGS
+    python bench/compare.py BASE_REV [NEW_REV|WORKTREE] [--rounds N] [--bench NAME] -- ARGS
 
 ``BASE_REV`` and ``NEW_REV`` are git revisions; ``WORKTREE`` (the default new
 side) is the checkout's ``src/`` as it is on disk, uncommitted changes included.
@@ -10,7 +10,9 @@ Each revision's ``src/`` is extracted with ``git archive`` into a temporary
 directory; the repository itself is not touched.
 
 The benchmark script (``bench_runtime.py``, or ``bench_apply.py`` with
-``--bench apply``) always comes from this checkout, so both revisions run
+``--bench apply``, or ``bench_concurrency.py`` with ``--bench concurrency``,
+which then runs hotplumb's own rows only and reports CPU and wall-clock ns/hop
+for each) always comes from this checkout, so both revisions run
 under the same harness. It runs in a child process per revision and round,
 with ``PYTHONPATH`` pointing at that revision's ``src/`` (each child reports
 where it imported hotplumb from, and a mismatch is an error), asking for JSON
@@ -55,7 +57,11 @@ if TYPE_CHECKING:
 ROOT: Final = Path(__file__).resolve().parent.parent
 BENCH: Final = Path(__file__).resolve().parent
 WORKTREE: Final = "WORKTREE"
-SCRIPTS: Final = {"runtime": "bench_runtime.py", "apply": "bench_apply.py"}
+SCRIPTS: Final = {
+    "runtime": "bench_runtime.py",
+    "apply": "bench_apply.py",
+    "concurrency": "bench_concurrency.py",
+}
 THROUGHPUT: Final = ("W1", "W2", "W3")
 
 
@@ -244,7 +250,7 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         "--bench",
         choices=sorted(SCRIPTS),
         default="runtime",
-        help="bench_runtime.py (the default) or bench_apply.py",
+        help="bench_runtime.py (the default), bench_apply.py or bench_concurrency.py",
     )
     parser.add_argument(
         "--timeout", type=float, default=1800.0, help="seconds allowed per child (default 1800)"

@@ -10,6 +10,9 @@ processes) is synchronised with events, never with timing.
 from __future__ import annotations
 
 import asyncio
+import gc
+import inspect
+import logging
 import multiprocessing
 import os
 import random
@@ -154,6 +157,81 @@ async def test_each_item_fails_on_its_own() -> None:
         assert failed.path == ("in", "f")
     assert stats.received == 30 == stats.emitted + stats.failed + stats.filtered
     assert (stats.emitted, stats.failed, stats.in_progress) == (24, 6, 0)
+
+
+async def test_a_cancelled_error_a_concurrent_call_raises_fails_only_its_item() -> None:
+    # Not the node's own cancellation: the call's own error, like any other.
+    # Some calls end before the runner reaches them, others while it waits.
+    clock = FakeClock()
+    raised: dict[int, asyncio.CancelledError] = {}
+
+    async def gives_up(x: int) -> int:
+        await clock.sleep_until(clock.now() + (x * 7) % 3)
+        if x % 3 == 1:
+            raised[x] = asyncio.CancelledError(f"gave up on {x}")
+            raise raised[x]
+        return x
+
+    graph, received = chain(gives_up, concurrency=4)
+    async with hp.run(graph, clock=clock) as topo:
+        await topo.inject_many("in", range(24))
+        await clock.drive(topo.drain())
+        stats = topo.statistics()["f"]
+    assert [d.value for d in received] == [x for x in range(24) if x % 3 != 1]
+    assert [d.origin for d in topo.errors] == list(range(1, 24, 3))
+    for failed in topo.errors:
+        assert failed.error is not None
+        assert failed.error.exception is raised[failed.value]  # the very exception raised
+    assert (stats.received, stats.emitted, stats.failed, stats.in_progress) == (24, 16, 8, 0)
+
+
+class _NoValue:
+    """An async callable whose signature says it takes the value, which it does not."""
+
+    __signature__ = inspect.Signature([inspect.Parameter("x", inspect.Parameter.POSITIONAL_ONLY)])
+
+    async def __call__(self) -> int:  # pragma: no cover - calling it with a value fails first
+        return 0
+
+
+async def test_a_concurrent_call_that_fails_before_it_starts_fails_its_item_in_order() -> None:
+    graph, received = chain(_NoValue(), concurrency=3)
+    async with hp.run(graph) as topo:
+        await topo.inject_many("in", range(5))
+        await asyncio.wait_for(topo.drain(), 5)
+        stats = topo.statistics()["f"]
+    assert received == []
+    assert [d.origin for d in topo.errors] == list(range(5))
+    assert all(
+        d.error is not None and isinstance(d.error.exception, TypeError) for d in topo.errors
+    )
+    assert (stats.received, stats.failed, stats.in_progress) == (5, 5, 0)
+
+
+async def test_closing_with_a_failed_call_not_yet_settled_leaves_no_unretrieved_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Item 0 never ends; item 1 fails at once, behind it: it is never settled.
+    never = asyncio.Event()
+    failed = asyncio.Event()
+
+    async def work(x: int) -> int:
+        if x == 0:
+            await never.wait()
+        failed.set()
+        raise ValueError(x)
+
+    graph, received = chain(work, concurrency=2)
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        async with hp.run(graph) as topo:
+            await topo.inject_many("in", range(2))
+            await asyncio.wait_for(failed.wait(), 5)
+            await wait_all_tasks_blocked()
+            report = await asyncio.wait_for(topo.close(drain=False), 5)
+        gc.collect()
+    assert sorted(d.origin for d in report.undelivered) == [0, 1]
+    assert received == []
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
 
 
 async def test_on_error_replaces_or_swallows_each_item_of_a_concurrent_node() -> None:

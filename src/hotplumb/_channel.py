@@ -84,6 +84,9 @@ class Channel(Protocol):
             protocol may change it at a cut.
         size: Items it holds now.
         closed: Whether it refuses data (sealed or closed).
+        empty: Whether no message waits (``not channel``, read as a plain
+            attribute: a producer asks after every input while it waits to
+            send early).
     """
 
     producer: Hashable | None
@@ -91,6 +94,7 @@ class Channel(Protocol):
     capacity: int
     size: int
     closed: bool
+    empty: bool
 
     async def put(self, batch: Batch) -> None:
         """Append ``batch``, waiting while the channel is full.
@@ -134,6 +138,7 @@ class MemoryChannel:
         capacity: Items the channel holds before ``put`` waits.
         size: Items it holds now.
         closed: Whether it refuses data.
+        empty: Whether no message waits.
     """
 
     __slots__ = (
@@ -143,6 +148,7 @@ class MemoryChannel:
         "capacity",
         "closed",
         "consumer",
+        "empty",
         "producer",
         "size",
     )
@@ -155,8 +161,10 @@ class MemoryChannel:
         self.closed = False
         # Invariant: messages are in the order they were put; `size` counts the
         # values of the batches in `_buffer`. An empty channel holds no deque
-        # (`None`), so idle channels cost little memory.
+        # (`None`), so idle channels cost little memory; `empty` is
+        # `_buffer is None`, kept where `_buffer` changes.
         self._buffer: deque[Any] | None = None
+        self.empty = True
         # Putters waiting for space, oldest first (rarely more than one).
         self._space: list[asyncio.Future[None]] = []
         # The batch at the tail that this channel made by merging, and so may
@@ -172,6 +180,7 @@ class MemoryChannel:
     def _append(self, message: object) -> None:
         if self._buffer is None:
             self._buffer = deque()
+            self.empty = False
         self._buffer.append(message)
         self._own = None
 
@@ -250,6 +259,7 @@ class MemoryChannel:
         """Put ``batch`` back at the head (a restarted consumer takes it first)."""
         if self._buffer is None:
             self._buffer = deque()
+            self.empty = False
             self._own = None
         self._buffer.appendleft(batch)
         self.size += len(batch.values)
@@ -261,6 +271,7 @@ class MemoryChannel:
         message = buffer.popleft()
         if not buffer:
             self._buffer = None
+            self.empty = True
             self._own = None  # it was the tail: the consumer has it now
         if type(message) is Batch:
             self.size -= len(message.values)
@@ -287,6 +298,7 @@ class MemoryChannel:
         """Close the channel, wake waiting putters (they raise) and return what it held."""
         held = list(self._buffer) if self._buffer is not None else []
         self._buffer = None
+        self.empty = True
         self.size = 0
         self.seal()
         return held

@@ -438,17 +438,19 @@ class Batch:
 
     def data(self, route: Route) -> list[Datum]:
         """The items as :class:`Datum` values at ``route``."""
+        return list(self.datums(route))
+
+    def datums(self, route: Route) -> Iterator[Datum]:
+        """The items as :class:`Datum` values at ``route``, each made when it is reached."""
         parents = self.parents if self.parents is not None else repeat(())
-        return list(
-            map(
-                Datum,
-                self.values,
-                self.origins,
-                repeat(route),
-                repeat(None),
-                parents,
-                repeat(self.trace),
-            )
+        return map(
+            Datum,
+            self.values,
+            self.origins,
+            repeat(route),
+            repeat(None),
+            parents,
+            repeat(self.trace),
         )
 
     def __repr__(self) -> str:

@@ -33,7 +33,16 @@ from hotplumb._change import Aligner, Barrier, receive
 from hotplumb._context import Context
 from hotplumb._datum import Batch, Datum, Emission, NodeError, Route, Trace
 from hotplumb._errors import NodeFailedError, TopologyClosedError
-from hotplumb._kernel import FAILED, LATENCY, Mode, Outputs, call_one, ends_task, prepare_call
+from hotplumb._kernel import (
+    FAILED,
+    LATENCY,
+    Mode,
+    Outputs,
+    await_each,
+    call_one,
+    ends_task,
+    prepare_call,
+)
 from hotplumb._node import SKIP
 from hotplumb._snapshot import NodeStatistics
 
@@ -114,61 +123,33 @@ class Crash(Exception):
         self.error = error
 
 
-class _Outcome:
-    """How one call in flight ended: its result, or the exception it raised."""
-
-    __slots__ = ("error", "result")
-
-    def __init__(self, result: Any = None, error: BaseException | None = None) -> None:
-        self.result = result
-        self.error = error
-
-
-async def _outcome(call: Coroutine[Any, Any, Any]) -> _Outcome:
-    try:
-        return _Outcome(await call)
-    except BaseException as exc:
-        if ends_task(exc):
-            raise
-        return _Outcome(error=exc)
-
-
 class Window:
     """The calls in flight of a concurrent node, oldest first.
 
-    Each call runs in a task of its own; the runner owns them (it cancels them
-    when its task ends) and settles them in the order they started, so the
-    node's outputs leave in input order.
+    Each call runs in a task of its own: for an ``async def`` of the value
+    with no timeout, the task runs the callable's own coroutine, with nothing
+    wrapped around it; otherwise it runs :func:`~hotplumb._kernel.call_one`.
+    A call's result or exception stays in its task until the runner settles
+    it. The runner owns the tasks (it cancels them when its task ends) and
+    settles them in the order they started, so the node's outputs leave in
+    input order.
     """
 
     __slots__ = ("calls", "size")
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.calls: deque[tuple[Outputs, tuple[Datum, ...], asyncio.Task[_Outcome]]] = deque()
-
-    @property
-    def full(self) -> bool:
-        """Whether as many calls as allowed are in flight."""
-        return len(self.calls) >= self.size
-
-    def start(
-        self, out: Outputs, parents: tuple[Datum, ...], call: Coroutine[Any, Any, Any]
-    ) -> None:
-        """Start ``call`` for the next unstarted input of ``out``."""
-        self.calls.append((out, parents, asyncio.ensure_future(_outcome(call))))
-
-    async def oldest(self) -> tuple[Outputs, tuple[Datum, ...], _Outcome]:
-        """Wait for the oldest call; return its batch's outputs, parents and outcome."""
-        out, parents, task = self.calls[0]
-        outcome = await task  # cancelling the runner here cancels the call too: it ends with it
-        self.calls.popleft()
-        return out, parents, outcome
+        # Per call: the outputs of its batch, its input's parents, its task.
+        self.calls: deque[tuple[Outputs, tuple[Datum, ...], asyncio.Task[Any]]] = deque()
 
     def cancel(self) -> None:
         """Cancel every call in flight (their inputs are put back or reported)."""
         while self.calls:
-            self.calls.pop()[2].cancel()
+            task = self.calls.pop()[2]
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled():
+                task.exception()  # retrieved: its input is put back, not lost
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
@@ -196,6 +177,7 @@ class Runner:
         "filtered",
         "flushed",
         "gone",
+        "hungry",
         "inputs",
         "kernel",
         "key",
@@ -252,6 +234,12 @@ class Runner:
         # and an output batch being sent to the readers (`sending`).
         self.busy: deque[Outputs] = deque()
         self.sending: Batch | None = None
+        # Whether the node has nothing in hand, no batch being processed or
+        # sent: it would take input at once. It sums up `busy` and `sending`
+        # (a batch is sent only while its outputs are in `busy`), and changes
+        # with `busy`; a producer reads it after each input while it waits to
+        # send early (see readers_idle), so it is kept rather than computed.
+        self.hungry = True
         # The calls in flight of a concurrent node (None for one at a time).
         self.window: Window | None = Window(kernel.concurrency) if kernel.concurrency > 1 else None
         self.started = False
@@ -399,14 +387,72 @@ class Runner:
     # -- the task ---------------------------------------------------------------
 
     async def supervise(self) -> None:
-        """Run the node loop until it is idle, restarting it under the restart policy."""
+        """Run the node until it is idle, restarting it under the restart policy.
+
+        The node loop is this coroutine itself, not one it awaits: every step
+        of an awaiting strategy (each await of an ``async def``, per input)
+        passes through each coroutine between it and the task, on the way out
+        and on the way back.
+        """
+        loop = asyncio.get_running_loop()
+        lingered = False
         try:
             while True:
                 try:
-                    await self._loop()
-                    return
+                    message, channel = self._take()
+                    if channel is None:
+                        if self.window is not None and self.window.calls:
+                            # Nothing new: finish what is in flight.
+                            await self._settle_oldest()
+                            continue
+                        if lingered:
+                            return  # idle: the task ends; wake() starts a new one
+                        # Linger a little before ending: under a steady trickle of
+                        # data the next batch is usually on its way, and starting a
+                        # task is dearer than waiting for it. (Real time on purpose:
+                        # this is resource management, not behaviour.)
+                        lingered = True
+                        waiter = self._waiter = loop.create_future()
+                        timer = loop.call_later(_LINGER, _expire, waiter)
+                        try:
+                            await waiter
+                        finally:
+                            self._waiter = None
+                            timer.cancel()
+                        continue
+                    lingered = False
+                    if type(message) is Batch:
+                        if self.window is not None:
+                            await self._submit(message, channel)
+                            continue
+                        out = self._start(message, channel)
+                        kernel = self.kernel
+                        try:
+                            if kernel.synchronous:
+                                kernel.process(kernel, self, out)
+                            else:
+                                await kernel.process(kernel, self, out)
+                        except Crash:
+                            await self._crashed()
+                            raise
+                        await self.send(out)
+                        self._settle(out)
+                    elif type(message) is Barrier:
+                        if self.window is not None:
+                            # The node switches only once every input in flight
+                            # has settled.
+                            await self._settle_all()
+                        inputs = self.node.inputs
+                        if receive(self, self.aligner, message, channel):
+                            return
+                        if self.node.inputs != inputs:
+                            self._forget_routes()
+                        self._fit_window()
+                    else:  # pragma: no cover - only batches and barriers are ever sent
+                        raise AssertionError(f"unexpected message {message!r}")
                 except Crash as crash:
                     await self._record_death(crash.error)
+                    lingered = False
         finally:
             # Synchronous with the loop's last look at its inputs: a message
             # that arrives after this starts a new task.
@@ -433,49 +479,6 @@ class Runner:
         if policy.backoff:
             await clock.sleep_until(now + policy.backoff)
         self.restarts += 1
-
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        lingered = False
-        while True:
-            message, channel = self._take()
-            if channel is None:
-                if self.window is not None and self.window.calls:
-                    await self._settle_oldest()  # nothing new: finish what is in flight
-                    continue
-                if lingered:
-                    return  # idle: the task ends; wake() starts a new one
-                # Linger a little before ending: under a steady trickle of data
-                # the next batch is usually on its way, and starting a task is
-                # dearer than waiting for it. (Real time on purpose: this is
-                # resource management, not behaviour.)
-                lingered = True
-                waiter = self._waiter = loop.create_future()
-                timer = loop.call_later(_LINGER, _expire, waiter)
-                try:
-                    await waiter
-                finally:
-                    self._waiter = None
-                    timer.cancel()
-                continue
-            lingered = False
-            if type(message) is Batch:
-                if self.window is None:
-                    await self._process(message, channel)
-                else:
-                    await self._submit(message, channel)
-            elif type(message) is Barrier:
-                if self.window is not None:
-                    # The node switches only once every input in flight has settled.
-                    await self._settle_all()
-                inputs = self.node.inputs
-                if receive(self, self.aligner, message, channel):
-                    return
-                if self.node.inputs != inputs:
-                    self._forget_routes()
-                self._fit_window()
-            else:  # pragma: no cover - only batches and barriers are ever sent
-                raise AssertionError(f"unexpected message {message!r}")
 
     def _take(self) -> tuple[Any, Channel | None]:
         inputs = self.inputs
@@ -518,31 +521,17 @@ class Runner:
         started = self._host.clock.now()
         out = Outputs(batch, route, not self.outputs, self._failed, channel, started)
         self.busy.append(out)
+        self.hungry = False
         return out
-
-    async def _process(self, batch: Batch, channel: Channel) -> None:
-        """Process ``batch`` with the kernel's strategy and send its outputs on."""
-        out = self._start(batch, channel)
-        kernel = self.kernel
-        try:
-            if kernel.synchronous:
-                kernel.process(kernel, self, out)
-            else:
-                await kernel.process(kernel, self, out)
-        except Crash:
-            await self._crashed()
-            raise
-        await self.send(out)
-        self._settle(out)
 
     def readers_idle(self) -> bool:
         """Whether some reader waits for input: nothing in hand, nothing from this node queued."""
-        return any(not channel and channel.consumer.hungry for channel in self.outputs)
-
-    @property
-    def hungry(self) -> bool:
-        """Whether the node has nothing in hand: it would take input at once."""
-        return not self.busy and self.sending is None
+        # Asked after every input once LATENCY has passed, for as long as the
+        # readers stay busy: a plain loop costs less than any() over a generator.
+        for channel in self.outputs:  # noqa: SIM110
+            if channel.empty and channel.consumer.hungry:
+                return True
+        return False
 
     async def send(self, out: Outputs) -> None:
         """Send on what ``out`` has ready (called by strategies as outputs are produced)."""
@@ -559,6 +548,7 @@ class Runner:
         self.filtered += out.filtered
         self.failed += out.failed
         self.busy.remove(out)
+        self.hungry = not self.busy and self.sending is None
 
     async def _crashed(self) -> None:
         """The task dies: send what was produced, put back what was not settled.
@@ -605,38 +595,84 @@ class Runner:
         window = self.window
         assert window is not None
         out = self._start(batch, channel)
-        for index in range(len(batch.values)):
-            while window.full:
+        kernel = self.kernel
+        # The common case: an async def of the value, no timeout. Calling it
+        # only makes its coroutine (a bad argument raises at once, running none
+        # of its code), and the task runs that coroutine as it is.
+        direct = kernel.process is await_each
+        fn = kernel.fn
+        calls, size = window.calls, window.size
+        create_task = asyncio.get_running_loop().create_task
+        values, parents_in = batch.values, batch.parents
+        for index in range(len(values)):
+            while len(calls) >= size:
                 await self._settle_oldest()
-            args, parents = prepare_call(self.kernel, self, out, index)
-            window.start(out, parents, call_one(self.kernel, self, args))
+            if direct:
+                parents = parents_in[index] if parents_in is not None else ()
+                try:
+                    call = fn(values[index])
+                except BaseException as exc:
+                    if ends_task(exc):
+                        raise
+                    # Made again inside call_one, whose task records the error in order.
+                    call = call_one(kernel, self, (values[index],))
+            else:
+                args, parents = prepare_call(kernel, self, out, index)
+                call = call_one(kernel, self, args)
+            calls.append((out, parents, create_task(call)))
 
     async def _settle_oldest(self) -> None:
-        """Wait for the oldest call in flight, record its result, send what is ready."""
+        """Wait for the oldest call in flight, record its outcome, send what is ready."""
         window = self.window
         assert window is not None
-        out, parents, outcome = await window.oldest()
-        index = out.settled
-        try:
-            if outcome.error is not None:
-                out.fail(index, outcome.error)
-            elif self.kernel.mode is Mode.ASYNC_GENERATOR:
-                out.add_many(outcome.result, parents)
+        calls = window.calls
+        out, parents, task = calls[0]
+        error: BaseException | None = None
+        result: Any = None
+        if task.done():
+            if task.cancelled():
+                try:
+                    task.result()  # the call's own CancelledError: a data error
+                except asyncio.CancelledError as exc:
+                    error = exc
             else:
-                out.add(outcome.result)
+                error = task.exception()
+                if error is None:
+                    result = task.result()
+                elif ends_task(error):
+                    raise error
+        else:
+            try:
+                # Cancelling the runner here cancels the call too: it ends with it.
+                result = await task
+            except BaseException as exc:
+                if ends_task(exc):
+                    raise
+                error = exc
+        calls.popleft()
+        try:
+            if error is not None:
+                out.fail(out.settled, error)
+            elif self.kernel.mode is Mode.ASYNC_GENERATOR:
+                out.add_many(result, parents)
+            elif result is SKIP or type(result) is Emission:
+                out.add(result)
+            else:  # a plain output: Outputs.add's common case, inline
+                out.results.append(result)
+                out.settled += 1
         except Crash:
             await self._crashed()
             raise
-        calls = window.calls
+        done = out.settled == len(out.batch.values)
         if (
-            out.done
+            done
             or not calls
             or not calls[0][2].done()  # the next would make them wait: send them now
             or self._host.clock.now() - out.sent_at >= LATENCY
         ):
             # In order: every earlier batch is done and sent, or it would be the oldest.
             await self.send(out)
-            if out.done:
+            if done:
                 self._settle(out)
 
     async def _settle_all(self) -> None:

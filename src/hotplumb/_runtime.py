@@ -704,15 +704,11 @@ class Topology(metaclass=_NoPublicConstructor):
         channel = self._core.entry(key)
         size = max(1, min(channel.capacity, DEFAULT_CAPACITY))
         sent = 0
-        chunk: list[Any] = []
+        it = iter(values)
         try:
-            for value in values:
-                chunk.append(value)
-                if len(chunk) >= size:
-                    await channel.put(Batch(chunk, chunk, None))
-                    sent += len(chunk)
-                    chunk = []
-            if chunk:
+            # The chunks are cut by itertools.islice, not by a loop over the values: per
+            # value this costs nothing in Python.
+            while chunk := list(itertools.islice(it, size)):
                 await channel.put(Batch(chunk, chunk, None))
                 sent += len(chunk)
         except TopologyClosedError as exc:
