@@ -685,11 +685,6 @@ async def test_injecting_into_an_entry_point_being_removed_says_so() -> None:
     assert len(got) == 7  # what was accepted before the change was delivered
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="install() puts new nodes into the running set and yields before the cut opens "
-    "their entry channels: an inject then is told the new entry point is being removed",
-)
 async def test_injecting_into_an_entry_point_a_change_is_adding_does_not_say_removing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -871,11 +871,6 @@ async def test_the_counters_add_up_while_a_batch_is_half_sent() -> None:
         assert (s.received, s.emitted, s.in_progress) == (3, 3, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a close without a drain while a change installs its new nodes reports them "
-    "as unflushed, though the change never started and they never ran",
-)
 async def test_a_close_during_a_changes_install_reports_only_the_nodes_that_ran(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
