@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import hotplumb as hp
+import hotplumb._change
 from hotplumb.testing import FakeClock, wait_all_tasks_blocked, wait_until
 from tests.reconfig import Log, Plan, Spec, apply, build, bump, check, inject
 from tests.test_runtime import fill
@@ -682,3 +683,21 @@ async def test_injecting_into_an_entry_point_being_removed_says_so() -> None:
         gate.set()
         await change
     assert len(got) == 7  # what was accepted before the change was delivered
+
+
+async def test_injecting_into_an_entry_point_a_change_is_adding_does_not_say_removing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(hotplumb._change, "STEP", 1)  # install yields after every node
+    graph = hp.Graph({"n": hp.Node(), "out": hp.sink(lambda d: None, inputs=["n"])})
+    async with hp.run(graph) as topo:
+        new = topo.graph.add_nodes_from(
+            {"m": hp.Node(), "m_out": hp.sink(lambda d: None, inputs=["m"])}
+        )
+        change = asyncio.create_task(topo.apply(new))
+        await wait_until(lambda: "m" in topo.running_keys())
+        assert topo.generation == 0  # not cut yet: "m" is being added
+        with pytest.raises(hp.NotAnEntryPointError) as refused:  # it opens at the cut
+            await topo.inject("m", 1)
+        assert "removing" not in str(refused.value)
+        await asyncio.wait_for(change, 5)

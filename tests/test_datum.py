@@ -9,6 +9,8 @@ started with other ``PYTHONHASHSEED`` values.
 
 from __future__ import annotations
 
+import copy
+import inspect
 import os
 import pickle
 import subprocess
@@ -245,3 +247,38 @@ def test_a_child_with_another_hash_seed_rebuilds_routes_data_and_errors() -> Non
         assert result["traceback"] == datum.error.traceback
         # And back: a route rebuilt in the child is found here.
         assert {route: "here"}.get(result["route_back"]) == "here"
+
+
+def test_node_errors_are_equal_when_they_say_the_same() -> None:
+    a = hp.NodeError("f", 1, ValueError("bad", 3))
+    assert a == hp.NodeError("f", 1, ValueError("bad", 3))
+    assert hash(a) == hash(hp.NodeError("f", 1, ValueError("bad", 3)))
+    assert a != hp.NodeError("f", 2, ValueError("bad", 3))
+    assert a != hp.NodeError("g", 1, ValueError("bad", 3))
+    assert a != hp.NodeError("f", 1, TypeError("bad", 3))
+    assert a != hp.NodeError("f", 1, ValueError("worse", 3))
+    assert pickle.loads(pickle.dumps(a)) == a
+
+
+def test_node_errors_whose_args_do_not_compare_are_compared_by_repr() -> None:
+    class Stubborn:
+        def __eq__(self, other: object) -> bool:
+            raise RuntimeError("no comparing me")
+
+        def __repr__(self) -> str:
+            return "Stubborn()"
+
+    a = hp.NodeError("f", 1, ValueError(Stubborn()))
+    assert a == hp.NodeError("f", 1, ValueError(Stubborn()))
+
+
+def test_a_node_error_copies_as_itself() -> None:
+    class Unpicklable(Exception):
+        def __init__(self) -> None:
+            super().__init__("holds a lock")
+            self.lock = threading.Lock()
+
+    error = hp.NodeError("f", 1, Unpicklable())
+    assert copy.copy(error) is error
+    assert copy.deepcopy(error) is error
+    assert "_text" not in inspect.signature(hp.NodeError).parameters

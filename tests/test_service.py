@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import hotplumb as hp
+import hotplumb._change
 from hotplumb.testing import FakeClock, wait_all_tasks_blocked, wait_until
 
 if TYPE_CHECKING:
@@ -868,3 +869,23 @@ async def test_the_counters_add_up_while_a_batch_is_half_sent() -> None:
         await asyncio.wait_for(topo.drain(), 5)
         s = topo.statistics()["f"]
         assert (s.received, s.emitted, s.in_progress) == (3, 3, 0)
+
+
+async def test_a_close_during_a_changes_install_reports_only_the_nodes_that_ran(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(hotplumb._change, "STEP", 1)  # install yields after every node
+    graph = hp.Graph({"n": hp.Node(), "out": hp.sink(lambda d: None, inputs=["n"])})
+    async with hp.run(graph) as topo:
+        new = topo.graph.add_nodes_from(
+            {
+                "f": hp.Node(lambda x: x, inputs=["n"], state=dict, flush=lambda ctx: hp.SKIP),
+                "f_out": hp.sink(lambda d: None, inputs=["f"]),
+            }
+        )
+        change = asyncio.create_task(topo.apply(new))
+        await wait_until(lambda: "f" in topo.running_keys())
+        report = await topo.close(drain=False)
+        with pytest.raises(hp.TopologyClosedError):
+            await change
+    assert report.unflushed == ()  # "f" never took part: the change was not cut

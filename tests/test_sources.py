@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import weakref
 from typing import TYPE_CHECKING
 
 import pytest
@@ -180,3 +181,97 @@ async def test_a_removed_node_is_freed_without_the_cyclic_collector() -> None:
 
 def _ours(obj: object) -> bool:
     return type(obj).__module__.startswith("hotplumb")
+
+
+def _failing_stage_factory(key: object) -> hp.Node | None:
+    match key:
+        case ("stage", int()):
+            return hp.Node(_refuse_negatives, inputs=["in"], on_error=lambda d: hp.SKIP)
+    return None
+
+
+def _refuse_negatives(x: int) -> int:
+    if x < 0:
+        raise ValueError(f"{x} is negative")
+    return x
+
+
+async def test_a_removed_node_that_failed_is_freed_without_the_cyclic_collector() -> None:
+    graph = hp.Graph({"in": hp.Node()}, _failing_stage_factory)
+    async with hp.run(graph) as topo:
+        gc.collect()
+        gc.disable()
+        try:
+            await topo.update(functools.partial(_grow_and_shrink, n=1))
+            await topo.inject("in", -1)  # fails; its on_error skips it
+            await topo.drain()
+            assert topo.statistics()[("stage", 1)].failed == 1
+            await topo.update(functools.partial(_shrink, n=1))
+            await topo.drain()
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            gc.collect()
+            kept = sorted({type(o).__qualname__ for o in gc.garbage if _ours(o)})
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    assert kept == []
+
+
+class _Blob:
+    """An object in a reference cycle with itself: only the cyclic collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+async def test_gc_freeze_at_a_change_does_not_freeze_old_garbage() -> None:
+    graph = hp.Graph({"in": hp.Node()}, _stage_factory)
+    try:
+        async with hp.run(graph, gc_freeze=True) as topo:
+            gc.disable()  # no collection of its own between the steps below
+            try:
+                blob = _Blob()
+                gone = weakref.ref(blob)
+                gc.collect()  # the blob is alive: it moves to the oldest generation
+                del blob  # ... and is cyclic garbage from now on
+                await topo.update(lambda g: _grow_and_shrink(g, 1))
+                gc.collect()  # a full collection frees every unfrozen cycle
+            finally:
+                gc.enable()
+            assert gone() is None
+    finally:
+        gc.unfreeze()
+
+
+class _State(dict[str, int]):
+    """A node's state that a weak reference can watch."""
+
+
+async def _run_frozen_and_close(states: list[weakref.ref[_State]]) -> None:
+    def make() -> _State:
+        state = _State()
+        states.append(weakref.ref(state))
+        return state
+
+    graph = hp.Graph(
+        {
+            "in": hp.Node(),
+            "f": hp.Node(lambda x, ctx: x, inputs=["in"], state=make),
+            "out": hp.sink(lambda d: None, inputs=["f"]),
+        }
+    )
+    async with hp.run(graph, gc_freeze=True) as topo:
+        await topo.inject("in", 1)
+
+
+async def test_a_closed_gc_freeze_topology_is_freed() -> None:
+    states: list[weakref.ref[_State]] = []
+    try:
+        await _run_frozen_and_close(states)
+        for _ in range(2):  # the last cancelled task's exception goes with the loop's next pass
+            await asyncio.sleep(0)
+        gc.collect()
+        assert [ref() for ref in states] == [None]
+    finally:
+        gc.unfreeze()

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from itertools import repeat
 from typing import TYPE_CHECKING, Any, overload
 
-from hotplumb._format import format_key
+from hotplumb._format import bounded_repr, format_key
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Iterator
@@ -189,6 +189,12 @@ class NodeError:
     that does not survive pickling there, or unpickling here, is replaced by a
     :class:`RuntimeError` naming its type and message.
 
+    Two node errors are equal when they say the same: the same node and
+    version, and exceptions of the same type with equal ``args`` (exceptions
+    themselves compare by identity, and a copy from another process is a new
+    object). A node error is immutable: :func:`copy.copy` and
+    :func:`copy.deepcopy` return it as it is.
+
     Attributes:
         key: The node that failed.
         version: The version of that node.
@@ -199,7 +205,29 @@ class NodeError:
     version: int
     exception: BaseException = field(repr=False)
     # The formatted traceback, in a copy from another process; else None.
-    _text: str | None = field(default=None, repr=False)
+    _text: str | None = field(default=None, init=False, repr=False)
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, NodeError):
+            return NotImplemented
+        a, b = self.exception, other.exception
+        if self.key != other.key or self.version != other.version or type(a) is not type(b):
+            return False
+        try:
+            return bool(a.args == b.args)
+        except Exception:  # args whose comparison raises (arrays, say): compare their reprs
+            return bounded_repr(a.args) == bounded_repr(b.args)
+
+    def __hash__(self) -> int:
+        return hash((self.key, self.version, type(self.exception)))
+
+    def __copy__(self) -> NodeError:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> NodeError:
+        return self
 
     @property
     def traceback(self) -> str:
@@ -238,7 +266,9 @@ def _error_from_parts(
             summary = f"{summary} (it could not be unpickled: {problem})"
     if exception is None:
         exception = RuntimeError(summary)
-    return NodeError(key, version, exception, text)
+    error = NodeError(key, version, exception)
+    object.__setattr__(error, "_text", text)
+    return error
 
 
 class Datum:
@@ -327,7 +357,7 @@ class Datum:
             self._value == other._value
             and self._origin == other._origin
             and self._route == other._route
-            and _same_error(self._error, other._error)
+            and self._error == other._error
             and self._parents == other._parents
         )
 
@@ -341,24 +371,6 @@ class Datum:
         path = " -> ".join(format_key(k) for k in self.path)
         extra = f", error={self._error!r}" if self._error is not None else ""
         return f"Datum(value={self._value!r}, origin={self._origin!r}, path=[{path}]{extra})"
-
-
-def _same_error(a: NodeError | None, b: NodeError | None) -> bool:
-    """Whether two failures are the same: node, version, and the exception's type and args.
-
-    Exceptions compare by identity, and a copy from another process is a new
-    object, so they are compared by what they say.
-    """
-    if a is b:
-        return True
-    if a is None or b is None:
-        return False
-    return (
-        a.key == b.key
-        and a.version == b.version
-        and type(a.exception) is type(b.exception)
-        and a.exception.args == b.exception.args
-    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -378,6 +378,8 @@ class Runner:
         self.outputs = []
         self.entry = None
         self._routes = {}
+        # A failure's traceback holds frames that hold this node.
+        self.last_error = None
 
     @property
     def waiting_for_demand(self) -> bool:

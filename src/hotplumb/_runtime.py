@@ -385,10 +385,11 @@ class _Core:
     def settle_memory(self) -> None:
         if self.gc_freeze:
             # A change's new graph and nodes are long-lived: the collector
-            # should not scan them (a full collection of a big new graph is
-            # one long step). Young garbage goes first, so that it is not
-            # frozen with them.
-            gc.collect(1)
+            # should not scan them again and again while the change runs. A
+            # full collection first, so that no garbage is frozen with them:
+            # it scans only what is not frozen yet (what was made since the
+            # last freeze), once.
+            gc.collect()
             gc.freeze()
 
     def completed(self, graph: Graph, changes: Changelist) -> dict[Hashable, NodeStatistics]:
@@ -501,6 +502,11 @@ class _Core:
             check_key(key)
             if key in self.running:
                 inputs = self.running[key].node.inputs
+                if not inputs and key not in self.graph.nodes:
+                    raise NotAnEntryPointError(
+                        key,
+                        "a live change in progress is adding it: it opens when the change starts",
+                    )
                 if not inputs:
                     raise NotAnEntryPointError(key, "a live change in progress is removing it")
                 raise NotAnEntryPointError(key, f"it is not an entry point (it reads {inputs!r})")
@@ -570,8 +576,12 @@ class _Core:
                 else:
                     route = runner.route_for(batch.route)
                 undelivered.extend(batch.data(route))
+        generation = self.changes.generation
         unflushed = tuple(
-            r.key for r in self.runners() if r.node.flush is not None and not r.flushed
+            r.key
+            for r in self.runners()
+            # A node of a change that was never cut (its version is ahead) did not run.
+            if r.node.flush is not None and not r.flushed and r.version <= generation
         )
         self.failures.summarise()
         self.closed = True
@@ -998,6 +1008,22 @@ class _Run:
         group, core = self._group, self._core
         assert group is not None
         assert core is not None
+        try:
+            await self._exit(group, core, exc_type, exc, tb)
+        finally:
+            if core.gc_freeze:
+                # What was frozen may be collected again: the closed topology
+                # (its nodes and channels refer to each other) included.
+                gc.unfreeze()
+
+    async def _exit(
+        self,
+        group: asyncio.TaskGroup,
+        core: _Core,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         body_failed = exc is not None
         if exc is None:
             try:
@@ -1055,15 +1081,17 @@ def run(
             handled (as it is recorded in ``topology.errors``). Failures also
             go to the ``hotplumb`` logger (see the README), rate-limited.
         gc_freeze: Once every node has started, and again when a change
-            starts and when its new nodes are in place, move everything the
-            process holds to the garbage collector's permanent generation
-            (:func:`gc.freeze`), so the collector never scans the long-lived
-            topology: full collections of a big graph no longer pause the
-            data. Process-wide. Frozen objects are still freed when nothing
-            refers to them (a node a change removes is, and so is an old
-            graph nobody holds), but frozen *cyclic* garbage is never
-            collected: use it where the topology is most of what the process
-            keeps.
+            starts and when its new nodes are in place, collect garbage once
+            and move everything the process holds to the garbage collector's
+            permanent generation (:func:`gc.freeze`), so the collector does
+            not scan the long-lived topology again and again: full
+            collections of a big graph no longer pause the data. Frozen
+            objects are still freed when nothing refers to them (a node a
+            change removes is, and so is an old graph nobody holds), but a
+            frozen object that becomes part of garbage *cycles* stays until
+            the topology closes, which unfreezes everything
+            (:func:`gc.unfreeze`). Process-wide: use it where the topology is
+            most of what the process keeps.
         tracer_provider: An OpenTelemetry ``TracerProvider``: data become
             traces, hops spans, changes ``hotplumb.apply`` spans (see
             :mod:`hotplumb.otel`; needs the ``otel`` extra). Without it and
