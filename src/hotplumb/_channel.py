@@ -94,7 +94,11 @@ class Channel(Protocol):
     capacity: int
     size: int
     closed: bool
-    empty: bool
+
+    @property
+    def empty(self) -> bool:
+        """Whether no message waits (``not channel``)."""
+        ...
 
     async def put(self, batch: Batch) -> None:
         """Append ``batch``, waiting while the channel is full.

@@ -429,6 +429,11 @@ class WireSender:
         """Whether anything put has not yet reached the far consumer, as credits say."""
         return self.size > 0 or bool(self._open) or bool(self._frames)
 
+    @property
+    def empty(self) -> bool:
+        """Whether everything put has reached the far consumer, as credits say."""
+        return not self
+
     def seal(self) -> None:
         """Refuse further data (``put`` raises), but send on what was put."""
         self.closed = True
