@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 from opentelemetry.trace import StatusCode
 
 import hotplumb as hp
-from hotplumb.otel import epoch_offset, format_trace
+from hotplumb.otel import REUSE, _Readings, epoch_offset, format_trace
 from hotplumb.testing import FakeClock
 
 if TYPE_CHECKING:
@@ -474,6 +474,42 @@ async def test_subscribers_are_counted() -> None:
     async with hp.run(chain("a"), meter_provider=meters) as topo, topo.subscribe("a"):
         assert points(reader)["hotplumb.subscribers"] == {"": 1}
     meters.shutdown()
+
+
+class CountedReads:
+    """What metrics read of a topology, counting the reads."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def node_statistics(self) -> dict[Any, Any]:
+        self.reads += 1
+        return {}
+
+    def dead_letter_count(self) -> int:
+        return 0
+
+    def subscriber_count(self) -> int:
+        return 0
+
+
+async def test_a_reader_in_another_thread_reads_the_topology_once_per_collection() -> None:
+    watched = CountedReads()
+    now = [0.0]
+    readings = _Readings(watched, monotonic=lambda: now[0])  # type: ignore[arg-type]
+
+    def collection() -> None:
+        for _ in range(9):  # one callback per instrument
+            readings.get()
+
+    await asyncio.to_thread(collection)
+    assert watched.reads == 1
+    now[0] += REUSE  # the next collection reads again
+    await asyncio.to_thread(collection)
+    assert watched.reads == 2
+    readings.get()  # in the loop's thread, every call reads
+    readings.get()
+    assert watched.reads == 4
 
 
 # -- the epoch ------------------------------------------------------------------------

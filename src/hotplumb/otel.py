@@ -57,8 +57,9 @@ and the exception event.
 
 Metrics, read from ``Topology.statistics()`` whenever the meter provider
 collects (in the event loop's thread: a reader in another thread waits for
-the loop): observable counters ``hotplumb.node.received``, ``.emitted``,
-``.filtered``, ``.failed``, ``.restarts`` and gauges
+the loop, once per collection, not once per instrument): observable
+counters ``hotplumb.node.received``, ``.emitted``, ``.filtered``,
+``.failed``, ``.restarts`` and gauges
 ``hotplumb.node.input.depth`` and ``.capacity``, each with the attribute
 ``hotplumb.node``; the counter ``hotplumb.dead_letters``; the gauges
 ``hotplumb.nodes.running`` and ``hotplumb.subscribers``; and the histogram
@@ -400,15 +401,31 @@ class OtelObserver(Observer):
 # -- metrics --------------------------------------------------------------------------
 
 
+REUSE: Final = 0.01
+"""Seconds a reading made for a reader in another thread is handed to the next ones too."""
+
+
 class _Readings:
     """The topology's counters for metric callbacks, read in the event loop's thread.
 
     A reader in another thread (a periodic exporter) asks the loop and waits
-    at most a second; once the topology has stopped, the last reading stays.
+    at most a second. One collection calls every instrument's callback in
+    turn, so a reading made for another thread serves the callbacks that ask
+    within :data:`REUSE` seconds after it: a collection costs one trip
+    through the loop, not one per instrument (each trip wakes the loop and
+    hands the interpreter between threads twice). In the loop's own thread
+    every call reads afresh. Once the topology has stopped, the last reading
+    stays.
+
+    Args:
+        watched: The topology.
+        monotonic: The time :data:`REUSE` is measured on (tests pass their own).
     """
 
-    def __init__(self, watched: Watched) -> None:
+    def __init__(self, watched: Watched, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._watched = watched
+        self._monotonic = monotonic
+        self._reused_until = -math.inf  # the last reading for another thread serves until then
         try:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:  # pragma: no cover - the runtime makes observers in its loop
@@ -458,6 +475,8 @@ class _Readings:
             frozen = self.frozen()  # it may have frozen since (another thread)
             if frozen is not None:
                 return frozen
+            if self._monotonic() < self._reused_until:
+                return self._last  # read for this collection's first callback
             self._waiting.add(future)
 
         def read() -> None:
@@ -474,6 +493,8 @@ class _Readings:
         try:
             loop.call_soon_threadsafe(read)
             self._last = future.result(timeout=1.0)
+            with self._lock:
+                self._reused_until = self._monotonic() + REUSE
         except (RuntimeError, concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
             with self._lock:
                 self._waiting.discard(future)
