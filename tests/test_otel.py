@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 from opentelemetry.trace import StatusCode
 
 import hotplumb as hp
-from hotplumb.otel import REUSE, _Readings, epoch_offset, format_trace
+from hotplumb.otel import REUSE, OtelObserver, _Readings, epoch_offset, format_trace
 from hotplumb.testing import FakeClock
 
 if TYPE_CHECKING:
@@ -466,6 +466,35 @@ async def test_metrics_read_the_statistics_of_every_node() -> None:
     # Once the topology has stopped, its last readings stay.
     assert points(reader)["hotplumb.node.received"]["in"] == 10
     meters.shutdown()
+
+
+async def test_metrics_alone_leave_the_batches_unobserved(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[object] = []
+
+    def sent(self: OtelObserver, hop: Any, batch: Any, inputs: Any, started: float) -> Any:
+        seen.append(batch)
+        return (batch,)
+
+    monkeypatch.setattr(OtelObserver, "sent", sent)
+    got: list[hp.Datum] = []
+    graph = chain("a").add_node("out", hp.sink(got.append, inputs=["a"]))
+    meters = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    async with hp.run(graph, clock=FakeClock(), meter_provider=meters, trace=True) as topo:
+        await topo.inject_many("in", [1, 2])
+        await topo.drain()
+    meters.shutdown()
+    assert seen == []
+    assert [d.value for d in got] == [2, 3]
+    trace = got[0].trace  # trace=True still times every hop
+    assert trace is not None
+    assert [t.key for t in trace.hops()] == ["in", "a"]
+    assert trace.span_id == 0
+    spans = Spans()
+    async with hp.run(graph, clock=FakeClock(), tracer_provider=spans.provider) as topo:
+        await topo.inject("in", 1)
+        await topo.drain()
+    spans.provider.shutdown()
+    assert len(seen) == 3  # with a tracer, every hop's batch
 
 
 async def test_subscribers_are_counted() -> None:

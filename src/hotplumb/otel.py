@@ -206,6 +206,8 @@ class OtelObserver(Observer):
         self._tracer = (
             tracer_provider.get_tracer(INSTRUMENTATION) if tracer_provider is not None else None
         )
+        # Metrics alone need nothing of the batches: the runtime sends them unobserved.
+        self.watches_batches = self._tracer is not None
         self._ratio = trace_sampling
         self._entered = 0  # data that left an entry point (for sampling by sequence)
         self._attributes: dict[tuple[Hashable, int], dict[str, Any]] = {}
