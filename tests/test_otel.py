@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
 )
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, SamplingResult
 from opentelemetry.trace import StatusCode
 
 import hotplumb as hp
@@ -172,6 +173,52 @@ async def test_a_linear_chain_is_one_trace_of_one_span_per_hop(spans: Spans) -> 
     assert trace is not None
     assert (trace.trace_id, trace.span_id) == (trace_of(b), ident(b))
     assert trace.traceparent == f"00-{trace_of(b):032x}-{ident(b):016x}-01"
+
+
+class DropPairs(Sampler):
+    """Records the spans of batches of one datum, drops those of more (for a parent-based root)."""
+
+    def should_sample(
+        self,
+        parent_context: Any,
+        trace_id: int,
+        name: str,
+        kind: Any = None,
+        attributes: Any = None,
+        links: Any = None,
+        trace_state: Any = None,
+    ) -> SamplingResult:
+        size = (attributes or {}).get("hotplumb.batch.size")
+        decision = Decision.RECORD_AND_SAMPLE if size == 1 else Decision.DROP
+        return SamplingResult(decision, attributes if size == 1 else None)
+
+    def get_description(self) -> str:
+        return "DropPairs"
+
+
+async def test_the_hops_after_a_span_the_sampler_dropped_are_not_recorded() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(DropPairs()))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    got: list[hp.Datum] = []
+    graph = chain("a", "b").add_node("out", hp.sink(got.append, inputs=["b"]))
+    async with hp.run(graph, clock=FakeClock(), tracer_provider=provider) as topo:
+        await topo.inject_many("in", [1, 2])  # the entry's span is dropped: none after it
+        await topo.drain()
+        await topo.inject("in", 3)  # recorded, and every hop after it
+        await topo.drain()
+    provider.shutdown()
+    recorded = exporter.get_finished_spans()
+    assert sorted(s.name for s in recorded) == ["a", "b", "in", "out"]
+    assert len({trace_of(s) for s in recorded}) == 1
+    dropped, kept = got[0].trace, got[2].trace
+    assert dropped is not None
+    assert kept is not None
+    assert dropped.span_id
+    assert not dropped.sampled
+    assert dropped.traceparent == f"00-{dropped.trace_id:032x}-{dropped.span_id:016x}-00"
+    assert kept.sampled
+    assert kept.traceparent == f"00-{kept.trace_id:032x}-{kept.span_id:016x}-01"
 
 
 async def test_readable_keys_name_the_spans_and_every_hop_is_timed(spans: Spans) -> None:

@@ -34,10 +34,17 @@ gets a span at the failing hop, whatever the mode: error status, the
 exception as the standard ``exception`` event, timed from when the node began
 on its batch to the failure. The sink's hop is a span like any other.
 
-The trace context travels with the batch as two numbers, the trace and span
-ids on its :class:`~hotplumb.Trace` (``Datum.trace``), not as an object of
-this process, so it can cross processes (``Trace.traceparent`` is its W3C
-form).
+The tracer provider's sampler has the last word on every span, as it has on
+any: with the SDK's default, parent-based one, a hop is recorded when the hop
+before it was, so ``ParentBased(TraceIdRatioBased(r))`` records the share
+``r`` of the entering batches' trees, whole, and the hops of the rest are
+spans that record nothing (far cheaper for the SDK than recorded ones: the
+cheap way to trace a busy topology in per-batch mode).
+
+The trace context travels with the batch as the trace and span ids and the
+sampled flag on its :class:`~hotplumb.Trace` (``Datum.trace``), not as an
+object of this process, so it can cross processes (``Trace.traceparent`` is
+its W3C form).
 
 Timestamps are wall-clock epoch nanoseconds derived from the topology's
 clock: ``epoch_offset + clock.now()``, where ``epoch_offset`` is the clock's
@@ -119,6 +126,7 @@ MAX_LINKS: Final = 128
 
 _ORIGIN_CHARS: Final = 200
 _SAMPLED: Final = TraceFlags(TraceFlags.SAMPLED)
+_UNSAMPLED: Final = TraceFlags(TraceFlags.DEFAULT)
 _ROOT: Final = Context()  # an explicit root: never the ambient span of whoever started the task
 
 
@@ -142,7 +150,8 @@ def _parent(trace: Trace | None) -> Context:
     """The context to start a span in: the span ``trace`` names, or a new trace."""
     if trace is None or not trace.span_id:
         return _ROOT
-    span = NonRecordingSpan(SpanContext(trace.trace_id, trace.span_id, False, _SAMPLED))
+    flags = _SAMPLED if trace.sampled else _UNSAMPLED
+    span = NonRecordingSpan(SpanContext(trace.trace_id, trace.span_id, False, flags))
     return trace_api.set_span_in_context(span, _ROOT)
 
 
@@ -267,7 +276,13 @@ class OtelObserver(Observer):
         span.end(self.epoch_ns(now))
         ids = span.get_span_context()
         batch.trace = Trace(
-            hop.key, started, now, previous if self._timing else None, ids.trace_id, ids.span_id
+            hop.key,
+            started,
+            now,
+            previous if self._timing else None,
+            ids.trace_id,
+            ids.span_id,
+            ids.trace_flags.sampled,
         )
 
     def _untraced(
