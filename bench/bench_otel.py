@@ -17,6 +17,10 @@ Modes (every one runs the same topology as ``bench_runtime.py``'s W1 or W2):
   spans, not an exporter's, and no span is dropped).
 * ``1% sampled``: the same, ``trace_sampling=0.01``: one datum in a hundred
   gets a span per hop.
+* ``per-batch, SDK 1%``: per-batch spans with the SDK's head sampling,
+  ``sampler=ParentBased(TraceIdRatioBased(0.01))``: one entering batch's
+  tree in a hundred is recorded, the other hops are spans that record
+  nothing.
 * ``every datum``: ``trace_sampling=1.0``, a span per datum per hop; run on a
   tenth of the items (it is that slow), compared by rate.
 * ``metrics``: ``meter_provider=`` an SDK ``MeterProvider`` with a periodic
@@ -57,7 +61,14 @@ from peers import Workload, hotplumb_graph
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-MODES: Final = ("off", "per-batch spans", "1% sampled", "every datum", "metrics")
+MODES: Final = (
+    "off",
+    "per-batch spans",
+    "per-batch, SDK 1%",
+    "1% sampled",
+    "every datum",
+    "metrics",
+)
 SLOW: Final = {"every datum": 10}
 """Modes run on a fraction of the items: mode -> divisor."""
 
@@ -99,7 +110,12 @@ def providers(mode: str) -> tuple[dict[str, Any], Callable[[], None]]:
         def export(self, spans: Any) -> SpanExportResult:
             return SpanExportResult.SUCCESS
 
-    tracers = TracerProvider()
+    if mode == "per-batch, SDK 1%":
+        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+        tracers = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.01)))
+    else:
+        tracers = TracerProvider()
     tracers.add_span_processor(SimpleSpanProcessor(Nowhere()))
     options: dict[str, Any] = {"tracer_provider": tracers}
     if mode == "1% sampled":
