@@ -127,6 +127,7 @@ MAX_LINKS: Final = 128
 _ORIGIN_CHARS: Final = 200
 _SAMPLED: Final = TraceFlags(TraceFlags.SAMPLED)
 _UNSAMPLED: Final = TraceFlags(TraceFlags.DEFAULT)
+_INTERNAL: Final = SpanKind.INTERNAL
 _ROOT: Final = Context()  # an explicit root: never the ambient span of whoever started the task
 
 
@@ -259,21 +260,22 @@ class OtelObserver(Observer):
         """Record the hop of ``batch`` as a span; give the batch its trace."""
         tracer = self._tracer
         assert tracer is not None
-        attributes = dict(self._node_attributes(hop))
+        attributes = self._node_attributes(hop).copy()
         attributes["hotplumb.generation"] = self._watched.generation
         attributes["hotplumb.batch.size"] = len(batch.values)
         if per_datum and batch.origins:
             attributes["hotplumb.origin"] = bounded_repr(batch.origins[0])[:_ORIGIN_CHARS]
         links = _links(batch.parents, inherited) if batch.parents is not None else None
+        offset = self._offset_ns
         span = tracer.start_span(
             attributes["hotplumb.node"],
             _parent(previous),
-            SpanKind.INTERNAL,
+            _INTERNAL,
             attributes,
             links,
-            self.epoch_ns(started),
+            offset + round(started * 1e9),
         )
-        span.end(self.epoch_ns(now))
+        span.end(offset + round(now * 1e9))
         ids = span.get_span_context()
         batch.trace = Trace(
             hop.key,
