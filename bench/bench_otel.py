@@ -38,10 +38,12 @@ and times the SDK's spans alone:
 * ``1% split, no spans``: the batches split as ``1% sampled`` splits them and
   the traced data kept apart hop after hop, but no span made: what the split
   alone costs.
-* then, in a tight loop on one thread: the SDK's cost of a recorded span
+* then, in a tight loop: the SDK's cost of a recorded span
   (``SimpleSpanProcessor``, an exporter that discards, hotplumb's four
-  attributes), of a span its parent-based sampler drops, and of hotplumb's
-  own work per span (``sent`` with the no-op tracer).
+  attributes), of the same with no attributes, of the same through a
+  ``BatchSpanProcessor`` (its worker thread's export included), of a span
+  its parent-based sampler drops, and hotplumb's own work per span (``sent``
+  with the no-op tracer).
 
 Repetitions go round-robin over the modes (after one warm-up of each), so
 drift in the machine's speed hits them alike; the table gives the median
@@ -292,6 +294,7 @@ def span_costs(spans: int = 20_000, repeat: int = 9) -> dict[str, float]:
     """CPU seconds per span, median of ``repeat`` tight loops on one thread (see the docstring)."""
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
         SimpleSpanProcessor,
         SpanExporter,
         SpanExportResult,
@@ -309,6 +312,8 @@ def span_costs(spans: int = 20_000, repeat: int = 9) -> dict[str, float]:
 
     recorded = TracerProvider()
     recorded.add_span_processor(SimpleSpanProcessor(Nowhere()))
+    batching = TracerProvider()
+    batching.add_span_processor(BatchSpanProcessor(Nowhere()))
     dropping = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.01)))
     dropping.add_span_processor(SimpleSpanProcessor(Nowhere()))
     attributes = {
@@ -318,7 +323,7 @@ def span_costs(spans: int = 20_000, repeat: int = 9) -> dict[str, float]:
         "hotplumb.batch.size": 1024,
     }
 
-    def sdk(provider: Any, sampled: bool) -> Callable[[], None]:
+    def sdk(provider: Any, sampled: bool, attributes: Any = attributes) -> Callable[[], None]:
         tracer = provider.get_tracer("hotplumb")
         context = otel._parent(Trace("s0", 0.0, 0.0, None, 1, 1, sampled))
 
@@ -327,6 +332,7 @@ def span_costs(spans: int = 20_000, repeat: int = 9) -> dict[str, float]:
                 span = tracer.start_span("s1", context, SpanKind.INTERNAL, attributes, None, 1)
                 span.end(2)
                 span.get_span_context()
+            provider.force_flush()
 
         return loop
 
@@ -350,6 +356,8 @@ def span_costs(spans: int = 20_000, repeat: int = 9) -> dict[str, float]:
 
     loops = {
         "a recorded span (SDK)": sdk(recorded, True),
+        "the same, no attributes": sdk(recorded, True, None),
+        "the same, BatchSpanProcessor": sdk(batching, True),
         "a span the sampler drops (SDK)": sdk(dropping, False),
         "hotplumb's own work per span": hotplumb,
     }
@@ -359,8 +367,8 @@ def span_costs(spans: int = 20_000, repeat: int = 9) -> dict[str, float]:
             start = time.process_time()
             loop()
             seconds[name].append((time.process_time() - start) / spans)
-    recorded.shutdown()
-    dropping.shutdown()
+    for provider in (recorded, batching, dropping):
+        provider.shutdown()
     return {name: sorted(times)[len(times) // 2] for name, times in seconds.items()}
 
 
