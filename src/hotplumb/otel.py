@@ -25,9 +25,10 @@ per-datum span ``hotplumb.origin``. Two modes:
   ``1.0`` traces every datum). A traced datum leaves its entry point in a
   batch of its own, ahead of the rest of its batch, and gets one span per
   hop. A rollup summary of traced data is traced too (its span links to
-  theirs). Sampling splits batches, and a hotplumb hop costs per batch: at
-  ``0.01`` the spans are few, but each entering batch becomes about a
-  hundredth of its size more batches (see ``docs/benchmarks.md``).
+  theirs). At ``0.01`` a batch of 1,024 entering data makes about ten spans
+  per hop, ten times per-batch mode's one, and those spans are most of the
+  cost; the traced data travelling as batches of their own are about an
+  eighth of it (see ``docs/benchmarks.md``).
 
 A datum whose processing failed (and that no ``on_error`` handled) always
 gets a span at the failing hop, whatever the mode: error status, the
