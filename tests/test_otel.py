@@ -27,10 +27,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
 )
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, SamplingResult
 from opentelemetry.trace import StatusCode
 
 import hotplumb as hp
-from hotplumb.otel import epoch_offset, format_trace
+from hotplumb.otel import REUSE, OtelObserver, _Readings, epoch_offset, format_trace
 from hotplumb.testing import FakeClock
 
 if TYPE_CHECKING:
@@ -172,6 +173,52 @@ async def test_a_linear_chain_is_one_trace_of_one_span_per_hop(spans: Spans) -> 
     assert trace is not None
     assert (trace.trace_id, trace.span_id) == (trace_of(b), ident(b))
     assert trace.traceparent == f"00-{trace_of(b):032x}-{ident(b):016x}-01"
+
+
+class DropPairs(Sampler):
+    """Records the spans of batches of one datum, drops those of more (for a parent-based root)."""
+
+    def should_sample(
+        self,
+        parent_context: Any,
+        trace_id: int,
+        name: str,
+        kind: Any = None,
+        attributes: Any = None,
+        links: Any = None,
+        trace_state: Any = None,
+    ) -> SamplingResult:
+        size = (attributes or {}).get("hotplumb.batch.size")
+        decision = Decision.RECORD_AND_SAMPLE if size == 1 else Decision.DROP
+        return SamplingResult(decision, attributes if size == 1 else None)
+
+    def get_description(self) -> str:
+        return "DropPairs"
+
+
+async def test_the_hops_after_a_span_the_sampler_dropped_are_not_recorded() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(DropPairs()))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    got: list[hp.Datum] = []
+    graph = chain("a", "b").add_node("out", hp.sink(got.append, inputs=["b"]))
+    async with hp.run(graph, clock=FakeClock(), tracer_provider=provider) as topo:
+        await topo.inject_many("in", [1, 2])  # the entry's span is dropped: none after it
+        await topo.drain()
+        await topo.inject("in", 3)  # recorded, and every hop after it
+        await topo.drain()
+    provider.shutdown()
+    recorded = exporter.get_finished_spans()
+    assert sorted(s.name for s in recorded) == ["a", "b", "in", "out"]
+    assert len({trace_of(s) for s in recorded}) == 1
+    dropped, kept = got[0].trace, got[2].trace
+    assert dropped is not None
+    assert kept is not None
+    assert dropped.span_id
+    assert not dropped.sampled
+    assert dropped.traceparent == f"00-{dropped.trace_id:032x}-{dropped.span_id:016x}-00"
+    assert kept.sampled
+    assert kept.traceparent == f"00-{kept.trace_id:032x}-{kept.span_id:016x}-01"
 
 
 async def test_readable_keys_name_the_spans_and_every_hop_is_timed(spans: Spans) -> None:
@@ -468,12 +515,77 @@ async def test_metrics_read_the_statistics_of_every_node() -> None:
     meters.shutdown()
 
 
+async def test_metrics_alone_leave_the_batches_unobserved(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[object] = []
+
+    def sent(self: OtelObserver, hop: Any, batch: Any, inputs: Any, started: float) -> Any:
+        seen.append(batch)
+        return (batch,)
+
+    monkeypatch.setattr(OtelObserver, "sent", sent)
+    got: list[hp.Datum] = []
+    graph = chain("a").add_node("out", hp.sink(got.append, inputs=["a"]))
+    meters = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    async with hp.run(graph, clock=FakeClock(), meter_provider=meters, trace=True) as topo:
+        await topo.inject_many("in", [1, 2])
+        await topo.drain()
+    meters.shutdown()
+    assert seen == []
+    assert [d.value for d in got] == [2, 3]
+    trace = got[0].trace  # trace=True still times every hop
+    assert trace is not None
+    assert [t.key for t in trace.hops()] == ["in", "a"]
+    assert trace.span_id == 0
+    spans = Spans()
+    async with hp.run(graph, clock=FakeClock(), tracer_provider=spans.provider) as topo:
+        await topo.inject("in", 1)
+        await topo.drain()
+    spans.provider.shutdown()
+    assert len(seen) == 3  # with a tracer, every hop's batch
+
+
 async def test_subscribers_are_counted() -> None:
     reader = InMemoryMetricReader()
     meters = MeterProvider(metric_readers=[reader])
     async with hp.run(chain("a"), meter_provider=meters) as topo, topo.subscribe("a"):
         assert points(reader)["hotplumb.subscribers"] == {"": 1}
     meters.shutdown()
+
+
+class CountedReads:
+    """What metrics read of a topology, counting the reads."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def node_statistics(self) -> dict[Any, Any]:
+        self.reads += 1
+        return {}
+
+    def dead_letter_count(self) -> int:
+        return 0
+
+    def subscriber_count(self) -> int:
+        return 0
+
+
+async def test_a_reader_in_another_thread_reads_the_topology_once_per_collection() -> None:
+    watched = CountedReads()
+    now = [0.0]
+    readings = _Readings(watched, monotonic=lambda: now[0])  # type: ignore[arg-type]
+
+    def collection() -> None:
+        for _ in range(9):  # one callback per instrument
+            readings.get()
+
+    await asyncio.to_thread(collection)
+    assert watched.reads == 1
+    now[0] += REUSE  # the next collection reads again
+    await asyncio.to_thread(collection)
+    assert watched.reads == 2
+    readings.get()  # in the loop's thread, every call reads
+    readings.get()
+    assert watched.reads == 4
 
 
 # -- the epoch ------------------------------------------------------------------------

@@ -137,6 +137,9 @@ class Trace:
             the backend has the chain).
         trace_id: The OpenTelemetry trace id of the hop's span, or 0.
         span_id: The OpenTelemetry span id of the hop's span, or 0 (no span).
+        sampled: Whether the tracer provider's sampler recorded the hop's
+            span; the hops after an unrecorded one are not recorded either
+            (its trace was dropped, not just this span). True without a span.
     """
 
     key: Hashable
@@ -145,13 +148,14 @@ class Trace:
     previous: Trace | None = None
     trace_id: int = 0
     span_id: int = 0
+    sampled: bool = True
 
     @property
     def traceparent(self) -> str | None:
         """The W3C ``traceparent`` header of the hop's span, or ``None`` if it has none."""
         if not self.span_id:
             return None
-        return f"00-{self.trace_id:032x}-{self.span_id:016x}-01"
+        return f"00-{self.trace_id:032x}-{self.span_id:016x}-{'01' if self.sampled else '00'}"
 
     def hops(self) -> tuple[Trace, ...]:
         """Every hop, entry point first."""

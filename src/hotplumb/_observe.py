@@ -7,7 +7,9 @@ pays one ``is None`` check per batch sent. The calls, each made in the event
 loop's thread, synchronously (an observer must not block or await):
 
 * :meth:`Observer.sent`, by a running node for every output batch it is about
-  to send on (a target's batch too: its hop ends there). The observer sets
+  to send on (a target's batch too: its hop ends there), if the observer's
+  :attr:`~Observer.watches_batches` is true (an observer of metrics alone
+  sets it false, and batches go as if unobserved). The observer sets
   the batch's :class:`~hotplumb.Trace` (the context the next hop continues)
   and returns the batches to send in its place, in order: the batch itself,
   or its pieces (a sampled datum travels alone, so its context is its own).
@@ -89,9 +91,15 @@ class Observer:
 
     Subclass it and override what you watch (see the module's documentation
     for when each method is called).
+
+    Attributes:
+        watches_batches: Whether :meth:`sent` is called for every batch sent
+            (read by the runtime for each batch; true here).
     """
 
     __slots__ = ()
+
+    watches_batches: bool = True
 
     def sent(self, hop: Hop, batch: Batch, inputs: Batch, started: float) -> Sequence[Batch]:
         """``hop`` is about to send ``batch``, made from ``inputs`` from ``started`` on.

@@ -573,7 +573,7 @@ class Runner:
 
     async def _send(self, out: Batch, inputs: Batch, started: float) -> None:
         observer = self._host.observer
-        if observer is not None:
+        if observer is not None and observer.watches_batches:
             # The observer sets the traces, and may send a batch in pieces.
             for part in observer.sent(self, out, inputs, started):
                 self.sending = part

@@ -25,19 +25,27 @@ per-datum span ``hotplumb.origin``. Two modes:
   ``1.0`` traces every datum). A traced datum leaves its entry point in a
   batch of its own, ahead of the rest of its batch, and gets one span per
   hop. A rollup summary of traced data is traced too (its span links to
-  theirs). Sampling splits batches, and a hotplumb hop costs per batch: at
-  ``0.01`` the spans are few, but each entering batch becomes about a
-  hundredth of its size more batches (see ``docs/benchmarks.md``).
+  theirs). At ``0.01`` a batch of 1,024 entering data makes about ten spans
+  per hop, ten times per-batch mode's one, and those spans are most of the
+  cost; the traced data travelling as batches of their own are about an
+  eighth of it (see ``docs/benchmarks.md``).
 
 A datum whose processing failed (and that no ``on_error`` handled) always
 gets a span at the failing hop, whatever the mode: error status, the
 exception as the standard ``exception`` event, timed from when the node began
 on its batch to the failure. The sink's hop is a span like any other.
 
-The trace context travels with the batch as two numbers, the trace and span
-ids on its :class:`~hotplumb.Trace` (``Datum.trace``), not as an object of
-this process, so it can cross processes (``Trace.traceparent`` is its W3C
-form).
+The tracer provider's sampler has the last word on every span, as it has on
+any: with the SDK's default, parent-based one, a hop is recorded when the hop
+before it was, so ``ParentBased(TraceIdRatioBased(r))`` records the share
+``r`` of the entering batches' trees, whole, and the hops of the rest are
+spans that record nothing (far cheaper for the SDK than recorded ones: the
+cheap way to trace a busy topology in per-batch mode).
+
+The trace context travels with the batch as the trace and span ids and the
+sampled flag on its :class:`~hotplumb.Trace` (``Datum.trace``), not as an
+object of this process, so it can cross processes (``Trace.traceparent`` is
+its W3C form).
 
 Timestamps are wall-clock epoch nanoseconds derived from the topology's
 clock: ``epoch_offset + clock.now()``, where ``epoch_offset`` is the clock's
@@ -57,8 +65,9 @@ and the exception event.
 
 Metrics, read from ``Topology.statistics()`` whenever the meter provider
 collects (in the event loop's thread: a reader in another thread waits for
-the loop): observable counters ``hotplumb.node.received``, ``.emitted``,
-``.filtered``, ``.failed``, ``.restarts`` and gauges
+the loop, once per collection, not once per instrument): observable
+counters ``hotplumb.node.received``, ``.emitted``, ``.filtered``,
+``.failed``, ``.restarts`` and gauges
 ``hotplumb.node.input.depth`` and ``.capacity``, each with the attribute
 ``hotplumb.node``; the counter ``hotplumb.dead_letters``; the gauges
 ``hotplumb.nodes.running`` and ``hotplumb.subscribers``; and the histogram
@@ -118,6 +127,8 @@ MAX_LINKS: Final = 128
 
 _ORIGIN_CHARS: Final = 200
 _SAMPLED: Final = TraceFlags(TraceFlags.SAMPLED)
+_UNSAMPLED: Final = TraceFlags(TraceFlags.DEFAULT)
+_INTERNAL: Final = SpanKind.INTERNAL
 _ROOT: Final = Context()  # an explicit root: never the ambient span of whoever started the task
 
 
@@ -141,7 +152,8 @@ def _parent(trace: Trace | None) -> Context:
     """The context to start a span in: the span ``trace`` names, or a new trace."""
     if trace is None or not trace.span_id:
         return _ROOT
-    span = NonRecordingSpan(SpanContext(trace.trace_id, trace.span_id, False, _SAMPLED))
+    flags = _SAMPLED if trace.sampled else _UNSAMPLED
+    span = NonRecordingSpan(SpanContext(trace.trace_id, trace.span_id, False, flags))
     return trace_api.set_span_in_context(span, _ROOT)
 
 
@@ -205,6 +217,8 @@ class OtelObserver(Observer):
         self._tracer = (
             tracer_provider.get_tracer(INSTRUMENTATION) if tracer_provider is not None else None
         )
+        # Metrics alone need nothing of the batches: the runtime sends them unobserved.
+        self.watches_batches = self._tracer is not None
         self._ratio = trace_sampling
         self._entered = 0  # data that left an entry point (for sampling by sequence)
         self._attributes: dict[tuple[Hashable, int], dict[str, Any]] = {}
@@ -247,24 +261,31 @@ class OtelObserver(Observer):
         """Record the hop of ``batch`` as a span; give the batch its trace."""
         tracer = self._tracer
         assert tracer is not None
-        attributes = dict(self._node_attributes(hop))
+        attributes = self._node_attributes(hop).copy()
         attributes["hotplumb.generation"] = self._watched.generation
         attributes["hotplumb.batch.size"] = len(batch.values)
         if per_datum and batch.origins:
             attributes["hotplumb.origin"] = bounded_repr(batch.origins[0])[:_ORIGIN_CHARS]
         links = _links(batch.parents, inherited) if batch.parents is not None else None
+        offset = self._offset_ns
         span = tracer.start_span(
             attributes["hotplumb.node"],
             _parent(previous),
-            SpanKind.INTERNAL,
+            _INTERNAL,
             attributes,
             links,
-            self.epoch_ns(started),
+            offset + round(started * 1e9),
         )
-        span.end(self.epoch_ns(now))
+        span.end(offset + round(now * 1e9))
         ids = span.get_span_context()
         batch.trace = Trace(
-            hop.key, started, now, previous if self._timing else None, ids.trace_id, ids.span_id
+            hop.key,
+            started,
+            now,
+            previous if self._timing else None,
+            ids.trace_id,
+            ids.span_id,
+            ids.trace_flags.sampled,
         )
 
     def _untraced(
@@ -400,15 +421,31 @@ class OtelObserver(Observer):
 # -- metrics --------------------------------------------------------------------------
 
 
+REUSE: Final = 0.01
+"""Seconds a reading made for a reader in another thread is handed to the next ones too."""
+
+
 class _Readings:
     """The topology's counters for metric callbacks, read in the event loop's thread.
 
     A reader in another thread (a periodic exporter) asks the loop and waits
-    at most a second; once the topology has stopped, the last reading stays.
+    at most a second. One collection calls every instrument's callback in
+    turn, so a reading made for another thread serves the callbacks that ask
+    within :data:`REUSE` seconds after it: a collection costs one trip
+    through the loop, not one per instrument (each trip wakes the loop and
+    hands the interpreter between threads twice). In the loop's own thread
+    every call reads afresh. Once the topology has stopped, the last reading
+    stays.
+
+    Args:
+        watched: The topology.
+        monotonic: The time :data:`REUSE` is measured on (tests pass their own).
     """
 
-    def __init__(self, watched: Watched) -> None:
+    def __init__(self, watched: Watched, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._watched = watched
+        self._monotonic = monotonic
+        self._reused_until = -math.inf  # the last reading for another thread serves until then
         try:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:  # pragma: no cover - the runtime makes observers in its loop
@@ -458,6 +495,8 @@ class _Readings:
             frozen = self.frozen()  # it may have frozen since (another thread)
             if frozen is not None:
                 return frozen
+            if self._monotonic() < self._reused_until:
+                return self._last  # read for this collection's first callback
             self._waiting.add(future)
 
         def read() -> None:
@@ -474,6 +513,8 @@ class _Readings:
         try:
             loop.call_soon_threadsafe(read)
             self._last = future.result(timeout=1.0)
+            with self._lock:
+                self._reused_until = self._monotonic() + REUSE
         except (RuntimeError, concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
             with self._lock:
                 self._waiting.discard(future)
