@@ -701,3 +701,38 @@ async def test_injecting_into_an_entry_point_a_change_is_adding_does_not_say_rem
             await topo.inject("m", 1)
         assert "removing" not in str(refused.value)
         await asyncio.wait_for(change, 5)
+
+
+async def test_a_change_that_raises_a_capacity_lets_a_waiting_producer_on_at_once() -> None:
+    gate = asyncio.Event()
+    got: list[int] = []
+
+    async def held(x: int) -> int:
+        await gate.wait()
+        return x
+
+    def graph(capacity: int) -> hp.Graph:
+        return hp.Graph(
+            {
+                "in": hp.Node(),
+                "f": hp.Node(held, inputs=["in"], capacity=capacity),
+                "out": hp.sink(lambda d: got.append(d.value), inputs=["f"]),
+            }
+        )
+
+    async with hp.run(graph(1)) as topo:
+        # One at a time: f holds 0, its channel 1, and "in" waits to send 2.
+        await topo.inject("in", 0)
+        await wait_until(lambda: topo.statistics()["f"].in_progress == 1)
+        await topo.inject("in", 1)
+        await wait_until(lambda: topo.statistics()["f"].input_depth == 1)
+        await topo.inject("in", 2)
+        await wait_until(lambda: topo.statistics()["in"].in_progress == 1)
+        change = asyncio.create_task(topo.apply(graph(10)))
+        # The kept channel into f takes the new capacity before the cut; "in"
+        # sends 2 without f taking anything.
+        await wait_until(lambda: topo.statistics()["f"].input_depth == 2)
+        gate.set()
+        await asyncio.wait_for(change, 5)
+        await topo.drain()
+    assert got == [0, 1, 2]

@@ -661,7 +661,7 @@ def install(plan: Plan, running: dict[Hashable, Participant]) -> Generator[None,
     for count, (channel, capacity) in enumerate(plan.capacities, 1):
         if not count % STEP:
             yield
-        channel.capacity = capacity
+        channel.resize(capacity)
     for count, member in enumerate(plan.added.values(), 1):
         if not count % STEP:
             yield

@@ -81,7 +81,7 @@ class Channel(Protocol):
         producer: The key of the producing node (``None`` for an entry channel).
         consumer: The reading node.
         capacity: Items the channel holds before ``put`` waits; the live-change
-            protocol may change it at a cut.
+            protocol changes it (:meth:`resize`) when it installs a change.
         size: Items it holds now.
         closed: Whether it refuses data (sealed or closed).
         empty: Whether no message waits (``not channel``, read as a plain
@@ -114,6 +114,9 @@ class Channel(Protocol):
 
     def force_put(self, batch: Batch) -> None:
         """Append ``batch`` now, even past capacity."""
+
+    def resize(self, capacity: int) -> None:
+        """Set ``capacity``; a putter waiting for space that there now is goes on."""
 
     def take(self) -> Any:
         """Remove and return the oldest message; the channel must not be empty."""
@@ -258,6 +261,12 @@ class MemoryChannel:
         self._append_batch(batch)
         self.size += len(batch.values)
         self.consumer.wake()
+
+    def resize(self, capacity: int) -> None:
+        """Set ``capacity``; a putter waiting for space that there now is goes on."""
+        self.capacity = capacity
+        if self._space and self.size < capacity:
+            self._wake_putters()
 
     def push_front(self, batch: Batch) -> None:
         """Put ``batch`` back at the head (a restarted consumer takes it first)."""

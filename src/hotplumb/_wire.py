@@ -631,6 +631,12 @@ class WireSender:
             "(or its input) while the call waited"
         )
 
+    def resize(self, capacity: int) -> None:
+        """Set ``capacity``; a putter waiting for space that there now is goes on."""
+        self.capacity = capacity
+        if self._space and self.size < capacity:
+            self._wake_putters()
+
     async def _wait_for_space(self) -> None:
         # As MemoryChannel's: waiting putters are served in order.
         loop = asyncio.get_running_loop()
