@@ -143,6 +143,32 @@ def ticks_into(received: list[hp.Tick], **options: Any) -> hp.Node:
     return hp.sink(lambda d: received.append(d.value), inputs=["tick"], **options)
 
 
+async def test_on_a_fake_clock_an_idle_node_ends_without_real_time_passing() -> None:
+    # In real time an idle node's task lingers 50 ms for more input; on any other
+    # clock it ends at the loop's next turn, so which tasks exist (and so the order
+    # in which the loop runs them) never depends on how fast the machine is.
+    def node_tasks() -> list[asyncio.Task[Any]]:
+        return [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "Runner.supervise"]
+
+    received: list[int] = []
+    graph = hp.Graph(
+        {
+            "in": hp.Node(),
+            "double": hp.Node(lambda x: x * 2, inputs=["in"]),
+            "out": hp.sink(lambda d: received.append(d.value), inputs=["double"]),
+        }
+    )
+    async with hp.run(graph, clock=FakeClock()) as topo:
+        await topo.inject_many("in", [1, 2, 3])
+        await wait_until(lambda: len(received) == 3)
+        await wait_all_tasks_blocked()
+        assert node_tasks() == []
+        await topo.inject("in", 4)
+        await wait_until(lambda: received == [2, 4, 6, 8])
+        await wait_all_tasks_blocked()
+        assert node_tasks() == []
+
+
 async def test_a_timer_ticks_every_period_on_the_topology_clock() -> None:
     clock = FakeClock(start=7.0)
     received: list[hp.Datum] = []

@@ -30,6 +30,7 @@ from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, Protocol
 
 from hotplumb._change import Aligner, Barrier, receive
+from hotplumb._clock import SystemClock
 from hotplumb._context import Context
 from hotplumb._datum import Batch, Datum, Emission, NodeError, Route, Trace
 from hotplumb._errors import NodeFailedError, TopologyClosedError
@@ -397,6 +398,7 @@ class Runner:
         and on the way back.
         """
         loop = asyncio.get_running_loop()
+        real_time = type(self._host.clock) is SystemClock
         lingered = False
         try:
             while True:
@@ -412,10 +414,17 @@ class Runner:
                         # Linger a little before ending: under a steady trickle of
                         # data the next batch is usually on its way, and starting a
                         # task is dearer than waiting for it. (Real time on purpose:
-                        # this is resource management, not behaviour.)
+                        # this is resource management, not behaviour. Under any
+                        # other clock the linger is one turn of the loop, so what a
+                        # test on a fake clock sees does not depend on how fast
+                        # the machine is.)
                         lingered = True
                         waiter = self._waiter = loop.create_future()
-                        timer = loop.call_later(_LINGER, _expire, waiter)
+                        timer: asyncio.Handle
+                        if real_time:
+                            timer = loop.call_later(_LINGER, _expire, waiter)
+                        else:
+                            timer = loop.call_soon(_expire, waiter)
                         try:
                             await waiter
                         finally:
