@@ -555,6 +555,7 @@ def plan_steps(
         if not count % STEP:
             yield
         wiring[key] = (inputs[key], outputs_of(key))
+    touched = redefined & entries.keys()
     sources = []
     for count, key in enumerate(region, 1):
         if not count % STEP:
@@ -568,10 +569,10 @@ def plan_steps(
         added=MappingProxyType(dict(added)),
         wiring=MappingProxyType(wiring),
         entries=MappingProxyType(opened),
-        sealed=frozenset(
-            k for k in entries if k in changes.removed or (k in new.nodes and new.nodes[k].inputs)
-        ),
-        stopped=frozenset(k for k in entries if k in redefined and k in running),
+        # Only a redefined entry point can stop being one (an unchanged node
+        # keeps its inputs), so these look at the change, not at every entry.
+        sealed=frozenset(k for k in touched if k in changes.removed or new.nodes[k].inputs),
+        stopped=frozenset(k for k in touched if k in running),
         capacities=tuple(capacities),
         sources=tuple(sources),
     )
