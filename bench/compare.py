@@ -12,7 +12,7 @@ directory; the repository itself is not touched.
 The benchmark script (``bench_runtime.py``, or ``bench_apply.py`` with
 ``--bench apply``, or ``bench_concurrency.py`` with ``--bench concurrency``,
 which then runs hotplumb's own rows only and reports CPU and wall-clock ns/hop
-for each) always comes from this checkout, so both revisions run
+for each, or ``bench_joins.py`` with ``--bench joins``) always comes from this checkout, so both revisions run
 under the same harness. It runs in a child process per revision and round,
 with ``PYTHONPATH`` pointing at that revision's ``src/`` (each child reports
 where it imported hotplumb from, and a mismatch is an error), asking for JSON
@@ -61,6 +61,7 @@ SCRIPTS: Final = {
     "runtime": "bench_runtime.py",
     "apply": "bench_apply.py",
     "concurrency": "bench_concurrency.py",
+    "joins": "bench_joins.py",
 }
 THROUGHPUT: Final = ("W1", "W2", "W3")
 
@@ -250,7 +251,7 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         "--bench",
         choices=sorted(SCRIPTS),
         default="runtime",
-        help="bench_runtime.py (the default), bench_apply.py or bench_concurrency.py",
+        help="bench_runtime.py (the default), bench_apply.py, bench_concurrency.py or bench_joins.py",
     )
     parser.add_argument(
         "--timeout", type=float, default=1800.0, help="seconds allowed per child (default 1800)"
