@@ -12,8 +12,9 @@ directory; the repository itself is not touched.
 The benchmark script (``bench_runtime.py``, or ``bench_apply.py`` with
 ``--bench apply``, or ``bench_concurrency.py`` with ``--bench concurrency``,
 which then runs hotplumb's own rows only and reports CPU and wall-clock ns/hop
-for each, or ``bench_joins.py`` with ``--bench joins``) always comes from this checkout, so both revisions run
-under the same harness. It runs in a child process per revision and round,
+for each, or ``bench_joins.py`` with ``--bench joins``) always comes from
+this checkout, so both revisions run under the same harness. It runs in a
+child process per revision and round,
 with ``PYTHONPATH`` pointing at that revision's ``src/`` (each child reports
 where it imported hotplumb from, and a mismatch is an error), asking for JSON
 output (``--json``) and, for ``bench_runtime.py``, for hotplumb alone
@@ -251,7 +252,8 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         "--bench",
         choices=sorted(SCRIPTS),
         default="runtime",
-        help="bench_runtime.py (the default), bench_apply.py, bench_concurrency.py or bench_joins.py",
+        help="bench_runtime.py (the default), bench_apply.py, bench_concurrency.py"
+        " or bench_joins.py",
     )
     parser.add_argument(
         "--timeout", type=float, default=1800.0, help="seconds allowed per child (default 1800)"
