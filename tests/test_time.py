@@ -148,7 +148,7 @@ async def test_on_a_fake_clock_an_idle_node_ends_without_real_time_passing() -> 
     # clock it ends at the loop's next turn, so which tasks exist (and so the order
     # in which the loop runs them) never depends on how fast the machine is.
     def node_tasks() -> list[asyncio.Task[Any]]:
-        return [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "Runner.supervise"]
+        return [t for t in asyncio.all_tasks() if t.get_name().startswith("hotplumb node ")]
 
     received: list[int] = []
     graph = hp.Graph(
