@@ -414,6 +414,39 @@ async def test_failures_are_traced_even_when_the_datum_is_not_sampled(spans: Spa
     assert span.parent is None
 
 
+async def test_a_failure_after_a_dropped_hop_is_recorded_as_a_root_linked_to_it() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(DropPairs()))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    got: list[hp.Datum] = []
+    graph = hp.Graph(
+        {
+            "in": hp.Node(),
+            "invert": hp.Node(lambda x: 1 / x, inputs=["in"]),
+            "out": hp.sink(got.append, inputs=["invert"]),
+        }
+    )
+    async with hp.run(graph, clock=FakeClock(), tracer_provider=provider, trace=True) as topo:
+        await topo.inject_many("in", [1, 0])  # the entry's span is dropped: a pair
+        await topo.drain()
+    provider.shutdown()
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "invert"
+    assert span.status.status_code is StatusCode.ERROR
+    # Not a child of the dropped span, which no backend has: a root, linked to it as it is.
+    assert span.parent is None
+    (delivered,) = got
+    assert delivered.trace is not None
+    entry = delivered.trace.previous
+    assert entry is not None
+    assert entry.key == "in"
+    assert not entry.sampled
+    (link,) = span.links
+    assert (link.context.trace_id, link.context.span_id) == (entry.trace_id, entry.span_id)
+    assert not link.context.trace_flags.sampled
+    assert trace_of(span) != entry.trace_id
+
+
 # -- changes --------------------------------------------------------------------------
 
 

@@ -33,7 +33,13 @@ per-datum span ``hotplumb.origin``. Two modes:
 A datum whose processing failed (and that no ``on_error`` handled) always
 gets a span at the failing hop, whatever the mode: error status, the
 exception as the standard ``exception`` event, timed from when the node began
-on its batch to the failure. The sink's hop is a span like any other.
+on its batch to the failure. It is the child of the hop before's span when
+that span was recorded; when the sampler dropped it, the failure's span
+starts a trace of its own, linked to the dropped span (the link's flags say
+it was not sampled), so the parent's decision does not drop the failure with
+it. The sampler then decides on it as on any root: the SDK's default
+(``ParentBased(ALWAYS_ON)``) records it. The sink's hop is a span like any
+other.
 
 The tracer provider's sampler has the last word on every span, as it has on
 any: with the SDK's default, parent-based one, a hop is recorded when the hop
@@ -148,13 +154,17 @@ def epoch_offset(clock: Any) -> float:
     return time.time() - float(clock.now())
 
 
+def _span_context(trace: Trace) -> SpanContext:
+    """The context of the span ``trace`` names, with its real sampled flag."""
+    flags = _SAMPLED if trace.sampled else _UNSAMPLED
+    return SpanContext(trace.trace_id, trace.span_id, False, flags)
+
+
 def _parent(trace: Trace | None) -> Context:
     """The context to start a span in: the span ``trace`` names, or a new trace."""
     if trace is None or not trace.span_id:
         return _ROOT
-    flags = _SAMPLED if trace.sampled else _UNSAMPLED
-    span = NonRecordingSpan(SpanContext(trace.trace_id, trace.span_id, False, flags))
-    return trace_api.set_span_in_context(span, _ROOT)
+    return trace_api.set_span_in_context(NonRecordingSpan(_span_context(trace)), _ROOT)
 
 
 def _links(parents: Iterable[tuple[Datum, ...]], inherited: Any = None) -> list[Link]:
@@ -353,9 +363,16 @@ class OtelObserver(Observer):
         attributes["hotplumb.batch.size"] = 1
         attributes["hotplumb.origin"] = bounded_repr(datum.origin)[:_ORIGIN_CHARS]
         links = _links((datum.parents,)) if datum.parents else None
+        trace = datum.trace
+        if trace is not None and trace.span_id and not trace.sampled:
+            # The hop before was sampled out: as its child the failure would be dropped
+            # too (a parent-based sampler), so it starts a trace of its own, linked to
+            # that hop's span as it is (unsampled), and the sampler decides as for a root.
+            links = [Link(_span_context(trace)), *(links or ())][:MAX_LINKS]
+            trace = None
         span = tracer.start_span(
             attributes["hotplumb.node"],
-            _parent(datum.trace),
+            _parent(trace),
             SpanKind.INTERNAL,
             attributes,
             links,
