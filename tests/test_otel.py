@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, Sam
 from opentelemetry.trace import StatusCode
 
 import hotplumb as hp
-from hotplumb.otel import REUSE, OtelObserver, _Readings, epoch_offset, format_trace
+from hotplumb.otel import OtelObserver, _Readings, epoch_offset, format_trace
 from hotplumb.testing import FakeClock
 
 if TYPE_CHECKING:
@@ -586,14 +586,18 @@ async def test_subscribers_are_counted() -> None:
 
 
 class CountedReads:
-    """What metrics read of a topology, counting the reads."""
+    """What metrics read of a topology (one node, ``n``), counting the reads."""
 
     def __init__(self) -> None:
         self.reads = 0
+        self.received = 0
+        self.clock = FakeClock()
+        self.trace = False
+        self.generation = 0
 
-    def node_statistics(self) -> dict[Any, Any]:
+    def node_statistics(self) -> dict[Any, hp.NodeStatistics]:
         self.reads += 1
-        return {}
+        return {"n": hp.NodeStatistics("n", 0, self.received, 0, 0, 0, 0, 0, 0, 1)}
 
     def dead_letter_count(self) -> int:
         return 0
@@ -602,23 +606,42 @@ class CountedReads:
         return 0
 
 
-async def test_a_reader_in_another_thread_reads_the_topology_once_per_collection() -> None:
+async def test_every_collection_takes_one_reading_of_its_own_however_close_together() -> None:
     watched = CountedReads()
-    now = [0.0]
-    readings = _Readings(watched, monotonic=lambda: now[0])  # type: ignore[arg-type]
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    OtelObserver(watched, meter_provider=meters)
 
-    def collection() -> None:
-        for _ in range(9):  # one callback per instrument
-            readings.get()
+    def collections() -> list[float]:
+        seen = []
+        for received in (1, 2, 3):  # back to back: nothing else happens in between
+            watched.received = received
+            seen.append(points(reader)["hotplumb.node.received"]["n"])
+        return seen
 
-    await asyncio.to_thread(collection)
-    assert watched.reads == 1
-    now[0] += REUSE  # the next collection reads again
-    await asyncio.to_thread(collection)
+    # A reader in another thread: one trip through the loop per collection, each afresh.
+    assert await asyncio.to_thread(collections) == [1, 2, 3]
+    assert watched.reads == 3
+    # In the loop's thread too: one reading per collection, not one per instrument.
+    assert collections() == [1, 2, 3]
+    assert watched.reads == 6
+    meters.shutdown()
+
+
+async def test_a_reading_serves_each_instrument_once() -> None:
+    watched = CountedReads()
+    readings = _Readings(watched)
+    for name in ("a", "b", "c"):
+        readings.expect(name)
+    readings.get("a")
+    readings.get("b")  # a collection cut short before "c"...
+    readings.get("a")  # ...so "a" asking again starts the next one
     assert watched.reads == 2
-    readings.get()  # in the loop's thread, every call reads
-    readings.get()
-    assert watched.reads == 4
+    readings.get("b")
+    readings.get("c")  # that reading has served all three: the collection has ended
+    assert watched.reads == 2
+    readings.get("c")
+    assert watched.reads == 3
 
 
 # -- the epoch ------------------------------------------------------------------------

@@ -69,11 +69,12 @@ the barrier visited: the region), ``hotplumb.change.switch_seconds`` and
 ``hotplumb.change.errors``; a change that fails or times out has error status
 and the exception event.
 
-Metrics, read from ``Topology.statistics()`` whenever the meter provider
-collects (in the event loop's thread: a reader in another thread waits for
-the loop, once per collection, not once per instrument): observable
-counters ``hotplumb.node.received``, ``.emitted``, ``.filtered``,
-``.failed``, ``.restarts`` and gauges
+Metrics, read from ``Topology.statistics()`` once per collection of the
+meter provider (one reading serves every instrument of that collection and
+no other; it is taken in the event loop's thread, and a reader in another
+thread waits for the loop once per collection, not once per instrument):
+observable counters ``hotplumb.node.received``, ``.emitted``,
+``.filtered``, ``.failed``, ``.restarts`` and gauges
 ``hotplumb.node.input.depth`` and ``.capacity``, each with the attribute
 ``hotplumb.node``; the counter ``hotplumb.dead_letters``; the gauges
 ``hotplumb.nodes.running`` and ``hotplumb.subscribers``; and the histogram
@@ -438,43 +439,54 @@ class OtelObserver(Observer):
 # -- metrics --------------------------------------------------------------------------
 
 
-REUSE: Final = 0.01
-"""Seconds a reading made for a reader in another thread is handed to the next ones too."""
+_Reading = tuple["Mapping[Hashable, NodeStatistics]", int, int]
 
 
 class _Readings:
-    """The topology's counters for metric callbacks, read in the event loop's thread.
+    """The topology's counters for metric callbacks: one reading per collection.
 
-    A reader in another thread (a periodic exporter) asks the loop and waits
-    at most a second. One collection calls every instrument's callback in
-    turn, so a reading made for another thread serves the callbacks that ask
-    within :data:`REUSE` seconds after it: a collection costs one trip
-    through the loop, not one per instrument (each trip wakes the loop and
-    hands the interpreter between threads twice). In the loop's own thread
-    every call reads afresh. Once the topology has stopped, the last reading
-    stays.
+    A collection calls every instrument's callback once, in turn. The first
+    callback to ask takes a reading and the others of the collection are
+    handed the same one; the reading serves each instrument once, and when
+    it has served them all the collection has ended and the next call reads
+    afresh. An instrument asking again before that starts a new collection
+    (one that ended early, or a reader that calls only some instruments), so
+    a reading is never served to one instrument twice: however close
+    together two collections come, the second sees figures of its own.
+
+    Statistics are read in the event loop's thread. A reader in another
+    thread (a periodic exporter) asks the loop and waits at most a second,
+    once per collection, not once per instrument (each trip wakes the loop
+    and hands the interpreter between threads twice). Once the topology has
+    stopped, the last reading stays.
 
     Args:
         watched: The topology.
-        monotonic: The time :data:`REUSE` is measured on (tests pass their own).
     """
 
-    def __init__(self, watched: Watched, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, watched: Watched) -> None:
         self._watched = watched
-        self._monotonic = monotonic
-        self._reused_until = -math.inf  # the last reading for another thread serves until then
         try:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:  # pragma: no cover - the runtime makes observers in its loop
             self._loop = None
         self._thread = threading.get_ident()
-        self._frozen: tuple[Mapping[Hashable, NodeStatistics], int, int] | None = None
-        self._last: tuple[Mapping[Hashable, NodeStatistics], int, int] = ({}, 0, 0)
+        self._instruments: set[str] = set()  # the instruments one collection asks for
+        # The current collection's reading, and the instruments it has served (guarded by
+        # _lock): None once it has served every instrument.
+        self._current: _Reading | None = None
+        self._served: set[str] = set()
+        self._frozen: _Reading | None = None
+        self._last: _Reading = ({}, 0, 0)
         # Readers in other threads waiting for the loop; answered at once by freeze().
         self._waiting: set[concurrent.futures.Future[Any]] = set()
         self._lock = threading.Lock()
 
-    def _read(self) -> tuple[Mapping[Hashable, NodeStatistics], int, int]:
+    def expect(self, instrument: str) -> None:
+        """Count ``instrument`` among those every collection asks (before any collection)."""
+        self._instruments.add(instrument)
+
+    def _read(self) -> _Reading:
         watched = self._watched
         return (watched.node_statistics(), watched.dead_letter_count(), watched.subscriber_count())
 
@@ -488,19 +500,47 @@ class _Readings:
         frozen = self._read()
         with self._lock:
             self._frozen = self._last = frozen
+            self._current = None
             waiting, self._waiting = self._waiting, set()
         for future in waiting:
             if future.set_running_or_notify_cancel():
                 future.set_result(frozen)
 
-    def frozen(self) -> tuple[Mapping[Hashable, NodeStatistics], int, int] | None:
+    def frozen(self) -> _Reading | None:
         """The readings kept since the topology stopped, or ``None`` while it runs."""
         return self._frozen
 
-    def get(self) -> tuple[Mapping[Hashable, NodeStatistics], int, int]:
-        """Per-node statistics, the dead-letter count and the subscriber count, now."""
-        if self._frozen is not None:
-            return self._frozen
+    def get(self, instrument: str) -> _Reading:
+        """Per-node statistics, the dead-letter count and the subscriber count, for ``instrument``.
+
+        Args:
+            instrument: The name of the instrument whose callback asks.
+
+        Returns:
+            The current collection's reading, taken now if this is its first call.
+        """
+        with self._lock:
+            if self._frozen is not None:
+                return self._frozen
+            current = self._current
+            if current is not None and instrument not in self._served:
+                self._served.add(instrument)
+                if self._served >= self._instruments:
+                    self._current = None  # the collection has ended
+                return current
+        reading = self._fetch()
+        with self._lock:
+            frozen = self.frozen()  # it may have frozen since (in the loop)
+            if frozen is not None:
+                return frozen
+            self._served = {instrument}
+            # Even a reading that came too late (the last one) serves the rest of the
+            # collection: a loop too busy to answer one callback makes it wait once.
+            self._current = None if self._served >= self._instruments else reading
+        return reading
+
+    def _fetch(self) -> _Reading:
+        """Read the statistics now: here in the loop's thread, else through the loop."""
         if threading.get_ident() == self._thread:
             self._last = self._read()
             return self._last
@@ -509,11 +549,9 @@ class _Readings:
             return self._last
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         with self._lock:
-            frozen = self.frozen()  # it may have frozen since (another thread)
+            frozen = self._frozen
             if frozen is not None:
                 return frozen
-            if self._monotonic() < self._reused_until:
-                return self._last  # read for this collection's first callback
             self._waiting.add(future)
 
         def read() -> None:
@@ -530,8 +568,6 @@ class _Readings:
         try:
             loop.call_soon_threadsafe(read)
             self._last = future.result(timeout=1.0)
-            with self._lock:
-                self._reused_until = self._monotonic() + REUSE
         except (RuntimeError, concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
             with self._lock:
                 self._waiting.discard(future)
@@ -558,50 +594,57 @@ def _instruments(meter: Any, readings: _Readings) -> Any:
             attributes = labels[key] = {"hotplumb.node": format_key(key)}
         return attributes
 
-    def per_node(field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def per_node(name: str, field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        readings.expect(name)
+
         def observe(options: CallbackOptions) -> Iterable[Observation]:
-            statistics = readings.get()[0]
+            statistics = readings.get(name)[0]
             return [Observation(getattr(s, field), label(k)) for k, s in statistics.items()]
 
         return observe
 
+    def overall(
+        name: str, value: Callable[[_Reading], int]
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        readings.expect(name)
+
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(value(readings.get(name)))]
+
+        return observe
+
     for field, description in _COUNTERS:
-        meter.create_observable_counter(
-            f"hotplumb.node.{field}", [per_node(field)], "{item}", description
-        )
+        name = f"hotplumb.node.{field}"
+        meter.create_observable_counter(name, [per_node(name, field)], "{item}", description)
     meter.create_observable_gauge(
         "hotplumb.node.input.depth",
-        [per_node("input_depth")],
+        [per_node("hotplumb.node.input.depth", "input_depth")],
         "{item}",
         "Items waiting in the node's input channels",
     )
     meter.create_observable_gauge(
         "hotplumb.node.input.capacity",
-        [per_node("input_capacity")],
+        [per_node("hotplumb.node.input.capacity", "input_capacity")],
         "{item}",
         "The capacity of each of the node's input channels",
     )
-
-    def dead_letters(options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(readings.get()[1])]
-
-    def running(options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(len(readings.get()[0]))]
-
-    def subscribers(options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(readings.get()[2])]
-
     meter.create_observable_counter(
-        "hotplumb.dead_letters", [dead_letters], "{datum}", "Failed data recorded in all"
+        "hotplumb.dead_letters",
+        [overall("hotplumb.dead_letters", lambda r: r[1])],
+        "{datum}",
+        "Failed data recorded in all",
     )
     meter.create_observable_gauge(
         "hotplumb.nodes.running",
-        [running],
+        [overall("hotplumb.nodes.running", lambda r: len(r[0]))],
         "{node}",
         "Nodes running (during a change, old and new)",
     )
     meter.create_observable_gauge(
-        "hotplumb.subscribers", [subscribers], "{subscriber}", "Clients' subscriptions running"
+        "hotplumb.subscribers",
+        [overall("hotplumb.subscribers", lambda r: r[2])],
+        "{subscriber}",
+        "Clients' subscriptions running",
     )
     return meter.create_histogram(
         "hotplumb.change.duration",
