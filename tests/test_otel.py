@@ -338,6 +338,42 @@ async def test_a_rollup_summary_links_to_the_spans_of_its_parents(spans: Spans) 
     assert not delivered.links
 
 
+async def test_a_link_carries_the_sampled_flag_of_the_span_it_links_to() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(DropPairs()))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    clock = FakeClock(0.0)
+    summaries: list[hp.Datum] = []
+    graph = hp.Graph(
+        {
+            "readings": hp.Node(),
+            "tick": hp.timer(10.0),
+            "total": hp.rollup(["readings"], "tick", fold=lambda w: sum(w.values)),
+            "out": hp.sink(summaries.append, inputs=["total"]),
+        }
+    )
+    async with hp.run(graph, clock=clock, tracer_provider=provider) as topo:
+        await topo.inject_many("readings", [1, 2])  # dropped: a pair
+        await topo.drain()
+        await topo.inject("readings", 3)  # recorded
+        await topo.drain()
+        await clock.advance(10.0)
+        await topo.drain()
+    provider.shutdown()
+    (summary,) = summaries
+    flags = {}
+    for parent in summary.parents:
+        assert parent.trace is not None
+        flags[parent.trace.trace_id, parent.trace.span_id] = parent.trace.sampled
+    assert sorted(flags.values()) == [False, True]
+    (total,) = (s for s in exporter.get_finished_spans() if s.name == "total" and s.links)
+    linked = {
+        (link.context.trace_id, link.context.span_id): link.context.trace_flags.sampled
+        for link in total.links
+    }
+    assert linked == flags
+
+
 # -- per-datum spans and sampling -----------------------------------------------------
 
 

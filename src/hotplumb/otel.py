@@ -171,6 +171,9 @@ def _parent(trace: Trace | None) -> Context:
 def _links(parents: Iterable[tuple[Datum, ...]], inherited: Any = None) -> list[Link]:
     """Links to the spans of the traced data among ``parents`` (each once, at most MAX_LINKS).
 
+    A link to a span the sampler dropped says so (its context is not
+    sampled): a backend is not sent looking for a span it never got.
+
     Only parents made at this hop are linked: a group that is one of the
     ``inherited`` (the input batch's parents, passed on unchanged) was linked
     where it was made.
@@ -189,7 +192,7 @@ def _links(parents: Iterable[tuple[Datum, ...]], inherited: Any = None) -> list[
             if ids in seen:
                 continue
             seen.add(ids)
-            links.append(Link(SpanContext(ids[0], ids[1], False, _SAMPLED)))
+            links.append(Link(_span_context(trace)))  # with its flags: dropped or not
             if len(links) >= MAX_LINKS:
                 return links
     return links
