@@ -9,7 +9,9 @@ that decodes what the real exporter posts.
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.server
+import operator
 import subprocess
 import sys
 import textwrap
@@ -525,6 +527,48 @@ async def test_a_failed_change_is_an_error_span(spans: Spans) -> None:
     assert span.status.status_code is StatusCode.ERROR
     assert "no state today" in (span.status.description or "")
     assert [e.name for e in span.events] == ["exception"]
+
+
+async def test_readable_keys_are_kept_only_for_the_nodes_that_run(
+    spans: Spans, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[OtelObserver] = []
+
+    class Kept(OtelObserver):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr("hotplumb.otel.OtelObserver", Kept)
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    async with hp.run(
+        chain("a"), clock=FakeClock(), tracer_provider=spans.provider, meter_provider=meters
+    ) as topo:
+        (observer,) = made
+        for n in range(40):  # a service whose readers come and go, and whose stage changes
+            extra = hp.key(reader=n)
+
+            def more(graph: hp.Graph, n: int = n, extra: hp.Key = extra) -> hp.Graph:
+                stage = hp.Node(functools.partial(operator.add, n), inputs=["in"])
+                return graph.add_node("a", stage).add_node(
+                    extra, hp.sink(lambda d: None, inputs=["a"])
+                )
+
+            def fewer(graph: hp.Graph, extra: hp.Key = extra) -> hp.Graph:
+                return graph.remove_node(extra)
+
+            await topo.update(more)
+            await topo.inject("in", n)
+            await topo.drain()
+            assert hp.format_key(extra) in points(reader)["hotplumb.node.received"]
+            await topo.update(fewer)
+        points(reader)
+        running = set(topo.statistics())
+        assert set(observer._attributes) <= running
+        assert set(observer._labels) <= running
+        assert len(spans.named(hp.format_key(hp.key(reader=39)))) == 1
+    meters.shutdown()
 
 
 # -- metrics --------------------------------------------------------------------------

@@ -117,7 +117,7 @@ from hotplumb._format import bounded_repr, exception_text, format_key
 from hotplumb._observe import Observer
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 
     from hotplumb._change import ApplyReport
     from hotplumb._datum import Datum
@@ -235,13 +235,17 @@ class OtelObserver(Observer):
         self.watches_batches = self._tracer is not None
         self._ratio = trace_sampling
         self._entered = 0  # data that left an entry point (for sampling by sequence)
-        self._attributes: dict[tuple[Hashable, int], dict[str, Any]] = {}
+        # Per key: the version and the attributes of its spans, made once per version. A
+        # key leaves when a change removes its node (or, after a change that failed, when
+        # it is not running), so this holds the running nodes' keys, not every key seen.
+        self._attributes: dict[Hashable, tuple[int, dict[str, Any]]] = {}
         self._readings = _Readings(watched) if meter_provider is not None else None
+        self._labels = _Labels()
         self._durations: Any = None
         if meter_provider is not None:
             assert self._readings is not None
             self._durations = _instruments(
-                meter_provider.get_meter(INSTRUMENTATION), self._readings
+                meter_provider.get_meter(INSTRUMENTATION), self._readings, self._labels
             )
 
     # -- time ---------------------------------------------------------------------
@@ -253,14 +257,27 @@ class OtelObserver(Observer):
     # -- data ---------------------------------------------------------------------
 
     def _node_attributes(self, hop: Hop) -> dict[str, Any]:
-        ident = (hop.key, hop.version)
-        attributes = self._attributes.get(ident)
-        if attributes is None:
-            attributes = self._attributes[ident] = {
-                "hotplumb.node": format_key(hop.key),
-                "hotplumb.version": hop.version,
-            }
+        key = hop.key
+        version = hop.version
+        cached = self._attributes.get(key)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        attributes = {"hotplumb.node": format_key(key), "hotplumb.version": version}
+        self._attributes[key] = (version, attributes)
         return attributes
+
+    def _forget_removed(self, report: ApplyReport | None) -> None:
+        """Forget the nodes a change removed (after a failed one: all but those running)."""
+        cached = self._attributes
+        if not cached:
+            return
+        if report is not None:
+            for key in report.changelist.removed:
+                cached.pop(key, None)
+            return
+        running = self._watched.node_statistics()  # rare: a change failed part of the way
+        for key in [key for key in cached if key not in running]:
+            del cached[key]
 
     def _span(
         self,
@@ -397,6 +414,7 @@ class OtelObserver(Observer):
         self, token: Any, report: ApplyReport | None, error: BaseException | None
     ) -> None:
         """Record the change as a ``hotplumb.apply`` span, and its duration."""
+        self._forget_removed(report)
         kind, began = token
         now = self._clock.now()
         if self._durations is not None:
@@ -587,22 +605,46 @@ _COUNTERS: Final = (
 )
 
 
-def _instruments(meter: Any, readings: _Readings) -> Any:
-    """Register the topology's metrics on ``meter``; return the change-duration histogram."""
-    labels: dict[Hashable, dict[str, str]] = {}
+class _Labels:
+    """The ``hotplumb.node`` attribute of every running node, for metric observations.
 
-    def label(key: Hashable) -> dict[str, str]:
-        attributes = labels.get(key)
-        if attributes is None:
-            attributes = labels[key] = {"hotplumb.node": format_key(key)}
-        return attributes
+    Each made once per key and kept while its node runs: a new reading keeps
+    the labels of the nodes in it and drops the others (one pass over the
+    nodes per collection, which observes every node anyway).
+    """
+
+    __slots__ = ("_labels", "_of")
+
+    def __init__(self) -> None:
+        self._of: Mapping[Hashable, NodeStatistics] | None = None  # the reading labelled
+        self._labels: dict[Hashable, dict[str, str]] = {}
+
+    def of(
+        self, statistics: Mapping[Hashable, NodeStatistics]
+    ) -> Mapping[Hashable, dict[str, str]]:
+        """The label of every node in ``statistics`` (a reading's first mapping)."""
+        if statistics is not self._of:
+            known = self._labels
+            self._labels = {
+                key: known.get(key) or {"hotplumb.node": format_key(key)} for key in statistics
+            }
+            self._of = statistics
+        return self._labels
+
+    def __iter__(self) -> Iterator[Hashable]:
+        return iter(self._labels)
+
+
+def _instruments(meter: Any, readings: _Readings, labels: _Labels) -> Any:
+    """Register the topology's metrics on ``meter``; return the change-duration histogram."""
 
     def per_node(name: str, field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         readings.expect(name)
 
         def observe(options: CallbackOptions) -> Iterable[Observation]:
             statistics = readings.get(name)[0]
-            return [Observation(getattr(s, field), label(k)) for k, s in statistics.items()]
+            label = labels.of(statistics)
+            return [Observation(getattr(s, field), label[k]) for k, s in statistics.items()]
 
         return observe
 
