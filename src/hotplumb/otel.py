@@ -165,7 +165,10 @@ def _parent(trace: Trace | None) -> Context:
     """The context to start a span in: the span ``trace`` names, or a new trace."""
     if trace is None or not trace.span_id:
         return _ROOT
-    return trace_api.set_span_in_context(NonRecordingSpan(_span_context(trace)), _ROOT)
+    # _span_context, inline: this is on every hop's span.
+    flags = _SAMPLED if trace.sampled else _UNSAMPLED
+    span = NonRecordingSpan(SpanContext(trace.trace_id, trace.span_id, False, flags))
+    return trace_api.set_span_in_context(span, _ROOT)
 
 
 def _links(parents: Iterable[tuple[Datum, ...]], inherited: Any = None) -> list[Link]:
