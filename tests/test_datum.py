@@ -142,6 +142,20 @@ def test_an_exception_that_will_not_pickle_is_replaced_by_a_stand_in() -> None:
     assert "could not be pickled" in str(copy.error.exception)
 
 
+def test_a_trace_keeps_the_sampled_flag_of_every_hop_in_its_copy() -> None:
+    # A hop the sampler dropped stays dropped on the far side: its traceparent ends in -00.
+    dropped = Trace("a", 0.0, 1.0, trace_id=5, span_id=6, sampled=False)
+    kept = Trace("b", 1.0, 2.0, dropped, trace_id=7, span_id=8)
+    copy = roundtrip(kept)
+    assert [h.sampled for h in copy.hops()] == [False, True]
+    assert copy.previous is not None
+    assert copy.previous.traceparent == dropped.traceparent
+    assert copy.previous.traceparent is not None
+    assert copy.previous.traceparent.endswith("-00")
+    datum = roundtrip(Datum(1, 1, route_of("in", "a"), trace=dropped))
+    assert datum.trace == dropped
+
+
 def test_a_datum_equals_its_copy_with_its_error_parents_and_trace() -> None:
     route = route_of("in", "mid")
     parent = Datum(1, "o1", route_of("in"))

@@ -9,7 +9,9 @@ that decodes what the real exporter posts.
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.server
+import operator
 import subprocess
 import sys
 import textwrap
@@ -31,7 +33,7 @@ from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, Sam
 from opentelemetry.trace import StatusCode
 
 import hotplumb as hp
-from hotplumb.otel import REUSE, OtelObserver, _Readings, epoch_offset, format_trace
+from hotplumb.otel import OtelObserver, _Readings, epoch_offset, format_trace
 from hotplumb.testing import FakeClock
 
 if TYPE_CHECKING:
@@ -338,6 +340,42 @@ async def test_a_rollup_summary_links_to_the_spans_of_its_parents(spans: Spans) 
     assert not delivered.links
 
 
+async def test_a_link_carries_the_sampled_flag_of_the_span_it_links_to() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(DropPairs()))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    clock = FakeClock(0.0)
+    summaries: list[hp.Datum] = []
+    graph = hp.Graph(
+        {
+            "readings": hp.Node(),
+            "tick": hp.timer(10.0),
+            "total": hp.rollup(["readings"], "tick", fold=lambda w: sum(w.values)),
+            "out": hp.sink(summaries.append, inputs=["total"]),
+        }
+    )
+    async with hp.run(graph, clock=clock, tracer_provider=provider) as topo:
+        await topo.inject_many("readings", [1, 2])  # dropped: a pair
+        await topo.drain()
+        await topo.inject("readings", 3)  # recorded
+        await topo.drain()
+        await clock.advance(10.0)
+        await topo.drain()
+    provider.shutdown()
+    (summary,) = summaries
+    flags = {}
+    for parent in summary.parents:
+        assert parent.trace is not None
+        flags[parent.trace.trace_id, parent.trace.span_id] = parent.trace.sampled
+    assert sorted(flags.values()) == [False, True]
+    (total,) = (s for s in exporter.get_finished_spans() if s.name == "total" and s.links)
+    linked = {
+        (link.context.trace_id, link.context.span_id): link.context.trace_flags.sampled
+        for link in total.links
+    }
+    assert linked == flags
+
+
 # -- per-datum spans and sampling -----------------------------------------------------
 
 
@@ -414,6 +452,39 @@ async def test_failures_are_traced_even_when_the_datum_is_not_sampled(spans: Spa
     assert span.parent is None
 
 
+async def test_a_failure_after_a_dropped_hop_is_recorded_as_a_root_linked_to_it() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(DropPairs()))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    got: list[hp.Datum] = []
+    graph = hp.Graph(
+        {
+            "in": hp.Node(),
+            "invert": hp.Node(lambda x: 1 / x, inputs=["in"]),
+            "out": hp.sink(got.append, inputs=["invert"]),
+        }
+    )
+    async with hp.run(graph, clock=FakeClock(), tracer_provider=provider, trace=True) as topo:
+        await topo.inject_many("in", [1, 0])  # the entry's span is dropped: a pair
+        await topo.drain()
+    provider.shutdown()
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "invert"
+    assert span.status.status_code is StatusCode.ERROR
+    # Not a child of the dropped span, which no backend has: a root, linked to it as it is.
+    assert span.parent is None
+    (delivered,) = got
+    assert delivered.trace is not None
+    entry = delivered.trace.previous
+    assert entry is not None
+    assert entry.key == "in"
+    assert not entry.sampled
+    (link,) = span.links
+    assert (link.context.trace_id, link.context.span_id) == (entry.trace_id, entry.span_id)
+    assert not link.context.trace_flags.sampled
+    assert trace_of(span) != entry.trace_id
+
+
 # -- changes --------------------------------------------------------------------------
 
 
@@ -456,6 +527,48 @@ async def test_a_failed_change_is_an_error_span(spans: Spans) -> None:
     assert span.status.status_code is StatusCode.ERROR
     assert "no state today" in (span.status.description or "")
     assert [e.name for e in span.events] == ["exception"]
+
+
+async def test_readable_keys_are_kept_only_for_the_nodes_that_run(
+    spans: Spans, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[OtelObserver] = []
+
+    class Kept(OtelObserver):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr("hotplumb.otel.OtelObserver", Kept)
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    async with hp.run(
+        chain("a"), clock=FakeClock(), tracer_provider=spans.provider, meter_provider=meters
+    ) as topo:
+        (observer,) = made
+        for n in range(40):  # a service whose readers come and go, and whose stage changes
+            extra = hp.key(reader=n)
+
+            def more(graph: hp.Graph, n: int = n, extra: hp.Key = extra) -> hp.Graph:
+                stage = hp.Node(functools.partial(operator.add, n), inputs=["in"])
+                return graph.add_node("a", stage).add_node(
+                    extra, hp.sink(lambda d: None, inputs=["a"])
+                )
+
+            def fewer(graph: hp.Graph, extra: hp.Key = extra) -> hp.Graph:
+                return graph.remove_node(extra)
+
+            await topo.update(more)
+            await topo.inject("in", n)
+            await topo.drain()
+            assert hp.format_key(extra) in points(reader)["hotplumb.node.received"]
+            await topo.update(fewer)
+        points(reader)
+        running = set(topo.statistics())
+        assert set(observer._attributes) <= running
+        assert set(observer._labels) <= running
+        assert len(spans.named(hp.format_key(hp.key(reader=39)))) == 1
+    meters.shutdown()
 
 
 # -- metrics --------------------------------------------------------------------------
@@ -553,14 +666,18 @@ async def test_subscribers_are_counted() -> None:
 
 
 class CountedReads:
-    """What metrics read of a topology, counting the reads."""
+    """What metrics read of a topology (one node, ``n``), counting the reads."""
 
     def __init__(self) -> None:
         self.reads = 0
+        self.received = 0
+        self.clock = FakeClock()
+        self.trace = False
+        self.generation = 0
 
-    def node_statistics(self) -> dict[Any, Any]:
+    def node_statistics(self) -> dict[Any, hp.NodeStatistics]:
         self.reads += 1
-        return {}
+        return {"n": hp.NodeStatistics("n", 0, self.received, 0, 0, 0, 0, 0, 0, 1)}
 
     def dead_letter_count(self) -> int:
         return 0
@@ -569,23 +686,42 @@ class CountedReads:
         return 0
 
 
-async def test_a_reader_in_another_thread_reads_the_topology_once_per_collection() -> None:
+async def test_every_collection_takes_one_reading_of_its_own_however_close_together() -> None:
     watched = CountedReads()
-    now = [0.0]
-    readings = _Readings(watched, monotonic=lambda: now[0])  # type: ignore[arg-type]
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    OtelObserver(watched, meter_provider=meters)
 
-    def collection() -> None:
-        for _ in range(9):  # one callback per instrument
-            readings.get()
+    def collections() -> list[float]:
+        seen = []
+        for received in (1, 2, 3):  # back to back: nothing else happens in between
+            watched.received = received
+            seen.append(points(reader)["hotplumb.node.received"]["n"])
+        return seen
 
-    await asyncio.to_thread(collection)
-    assert watched.reads == 1
-    now[0] += REUSE  # the next collection reads again
-    await asyncio.to_thread(collection)
+    # A reader in another thread: one trip through the loop per collection, each afresh.
+    assert await asyncio.to_thread(collections) == [1, 2, 3]
+    assert watched.reads == 3
+    # In the loop's thread too: one reading per collection, not one per instrument.
+    assert collections() == [1, 2, 3]
+    assert watched.reads == 6
+    meters.shutdown()
+
+
+async def test_a_reading_serves_each_instrument_once() -> None:
+    watched = CountedReads()
+    readings = _Readings(watched)
+    for name in ("a", "b", "c"):
+        readings.expect(name)
+    readings.get("a")
+    readings.get("b")  # a collection cut short before "c"...
+    readings.get("a")  # ...so "a" asking again starts the next one
     assert watched.reads == 2
-    readings.get()  # in the loop's thread, every call reads
-    readings.get()
-    assert watched.reads == 4
+    readings.get("b")
+    readings.get("c")  # that reading has served all three: the collection has ended
+    assert watched.reads == 2
+    readings.get("c")
+    assert watched.reads == 3
 
 
 # -- the epoch ------------------------------------------------------------------------

@@ -19,12 +19,14 @@ hash is this process's (string hashes differ between processes, see
 ``PYTHONHASHSEED``) and is computed again where the route is rebuilt, and the
 parent chain is rebuilt without recursion, however long. The receiving end
 of a channel re-interns the rebuilt routes (``_wire``). A trace travels as
-its list of hops, for the same reason. A :class:`NodeError` carries its
-traceback as text (a traceback object does not pickle), and its exception as
-bytes pickled on their own, so an exception that cannot be rebuilt on the far
-side (its class is not importable there, or its ``__init__`` does not take its
-``args``) is replaced by a stand-in that names it, rather than making the
-whole message unreadable. A datum's equality never depends on object
+its list of hops, for the same reason, each hop with its span's ids and
+sampled flag (so the far side continues a trace the sampler dropped as
+dropped). A :class:`NodeError` carries its traceback as text (a traceback
+object does not pickle), and its exception as bytes pickled on their own, so
+an exception that cannot be rebuilt on the far side (its class is not
+importable there, or its ``__init__`` does not take its ``args``) is replaced
+by a stand-in that names it, rather than making the whole message
+unreadable. A datum's equality never depends on object
 identity (its error compares by node, version, and the exception's type and
 arguments), so a datum equals its copy from another process.
 """
@@ -169,15 +171,16 @@ class Trace:
 
     def __reduce__(self) -> tuple[Callable[[tuple[Any, ...]], Trace], tuple[Any, ...]]:
         # The hops as a flat tuple: a chain of ``previous`` would pickle recursively.
-        hops = tuple((t.key, t.start, t.end, t.trace_id, t.span_id) for t in self.hops())
+        # Every field of every hop: a hop the sampler dropped must stay dropped over there.
+        hops = tuple((t.key, t.start, t.end, t.trace_id, t.span_id, t.sampled) for t in self.hops())
         return (_trace_from_hops, (hops,))
 
 
 def _trace_from_hops(hops: tuple[tuple[Any, ...], ...]) -> Trace:
     """Rebuild a trace from its hops, entry point first (how a pickled trace is unpickled)."""
     trace: Trace | None = None
-    for key, start, end, trace_id, span_id in hops:
-        trace = Trace(key, start, end, trace, trace_id, span_id)
+    for key, start, end, trace_id, span_id, sampled in hops:
+        trace = Trace(key, start, end, trace, trace_id, span_id, sampled)
     if trace is None:
         raise ValueError("a trace has at least one hop")
     return trace

@@ -33,7 +33,13 @@ per-datum span ``hotplumb.origin``. Two modes:
 A datum whose processing failed (and that no ``on_error`` handled) always
 gets a span at the failing hop, whatever the mode: error status, the
 exception as the standard ``exception`` event, timed from when the node began
-on its batch to the failure. The sink's hop is a span like any other.
+on its batch to the failure. It is the child of the hop before's span when
+that span was recorded; when the sampler dropped it, the failure's span
+starts a trace of its own, linked to the dropped span (the link's flags say
+it was not sampled), so the parent's decision does not drop the failure with
+it. The sampler then decides on it as on any root: the SDK's default
+(``ParentBased(ALWAYS_ON)``) records it. The sink's hop is a span like any
+other.
 
 The tracer provider's sampler has the last word on every span, as it has on
 any: with the SDK's default, parent-based one, a hop is recorded when the hop
@@ -63,11 +69,12 @@ the barrier visited: the region), ``hotplumb.change.switch_seconds`` and
 ``hotplumb.change.errors``; a change that fails or times out has error status
 and the exception event.
 
-Metrics, read from ``Topology.statistics()`` whenever the meter provider
-collects (in the event loop's thread: a reader in another thread waits for
-the loop, once per collection, not once per instrument): observable
-counters ``hotplumb.node.received``, ``.emitted``, ``.filtered``,
-``.failed``, ``.restarts`` and gauges
+Metrics, read from ``Topology.statistics()`` once per collection of the
+meter provider (one reading serves every instrument of that collection and
+no other; it is taken in the event loop's thread, and a reader in another
+thread waits for the loop once per collection, not once per instrument):
+observable counters ``hotplumb.node.received``, ``.emitted``,
+``.filtered``, ``.failed``, ``.restarts`` and gauges
 ``hotplumb.node.input.depth`` and ``.capacity``, each with the attribute
 ``hotplumb.node``; the counter ``hotplumb.dead_letters``; the gauges
 ``hotplumb.nodes.running`` and ``hotplumb.subscribers``; and the histogram
@@ -110,7 +117,7 @@ from hotplumb._format import bounded_repr, exception_text, format_key
 from hotplumb._observe import Observer
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 
     from hotplumb._change import ApplyReport
     from hotplumb._datum import Datum
@@ -148,10 +155,17 @@ def epoch_offset(clock: Any) -> float:
     return time.time() - float(clock.now())
 
 
+def _span_context(trace: Trace) -> SpanContext:
+    """The context of the span ``trace`` names, with its real sampled flag."""
+    flags = _SAMPLED if trace.sampled else _UNSAMPLED
+    return SpanContext(trace.trace_id, trace.span_id, False, flags)
+
+
 def _parent(trace: Trace | None) -> Context:
     """The context to start a span in: the span ``trace`` names, or a new trace."""
     if trace is None or not trace.span_id:
         return _ROOT
+    # _span_context, inline: this is on every hop's span.
     flags = _SAMPLED if trace.sampled else _UNSAMPLED
     span = NonRecordingSpan(SpanContext(trace.trace_id, trace.span_id, False, flags))
     return trace_api.set_span_in_context(span, _ROOT)
@@ -159,6 +173,9 @@ def _parent(trace: Trace | None) -> Context:
 
 def _links(parents: Iterable[tuple[Datum, ...]], inherited: Any = None) -> list[Link]:
     """Links to the spans of the traced data among ``parents`` (each once, at most MAX_LINKS).
+
+    A link to a span the sampler dropped says so (its context is not
+    sampled): a backend is not sent looking for a span it never got.
 
     Only parents made at this hop are linked: a group that is one of the
     ``inherited`` (the input batch's parents, passed on unchanged) was linked
@@ -178,7 +195,7 @@ def _links(parents: Iterable[tuple[Datum, ...]], inherited: Any = None) -> list[
             if ids in seen:
                 continue
             seen.add(ids)
-            links.append(Link(SpanContext(ids[0], ids[1], False, _SAMPLED)))
+            links.append(Link(_span_context(trace)))  # with its flags: dropped or not
             if len(links) >= MAX_LINKS:
                 return links
     return links
@@ -221,13 +238,17 @@ class OtelObserver(Observer):
         self.watches_batches = self._tracer is not None
         self._ratio = trace_sampling
         self._entered = 0  # data that left an entry point (for sampling by sequence)
-        self._attributes: dict[tuple[Hashable, int], dict[str, Any]] = {}
+        # Per key: the version and the attributes of its spans, made once per version. A
+        # key leaves when a change removes its node (or, after a change that failed, when
+        # it is not running), so this holds the running nodes' keys, not every key seen.
+        self._attributes: dict[Hashable, tuple[int, dict[str, Any]]] = {}
         self._readings = _Readings(watched) if meter_provider is not None else None
+        self._labels = _Labels()
         self._durations: Any = None
         if meter_provider is not None:
             assert self._readings is not None
             self._durations = _instruments(
-                meter_provider.get_meter(INSTRUMENTATION), self._readings
+                meter_provider.get_meter(INSTRUMENTATION), self._readings, self._labels
             )
 
     # -- time ---------------------------------------------------------------------
@@ -239,14 +260,27 @@ class OtelObserver(Observer):
     # -- data ---------------------------------------------------------------------
 
     def _node_attributes(self, hop: Hop) -> dict[str, Any]:
-        ident = (hop.key, hop.version)
-        attributes = self._attributes.get(ident)
-        if attributes is None:
-            attributes = self._attributes[ident] = {
-                "hotplumb.node": format_key(hop.key),
-                "hotplumb.version": hop.version,
-            }
+        key = hop.key
+        version = hop.version
+        cached = self._attributes.get(key)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        attributes = {"hotplumb.node": format_key(key), "hotplumb.version": version}
+        self._attributes[key] = (version, attributes)
         return attributes
+
+    def _forget_removed(self, report: ApplyReport | None) -> None:
+        """Forget the nodes a change removed (after a failed one: all but those running)."""
+        cached = self._attributes
+        if not cached:
+            return
+        if report is not None:
+            for key in report.changelist.removed:
+                cached.pop(key, None)
+            return
+        running = self._watched.node_statistics()  # rare: a change failed part of the way
+        for key in [key for key in cached if key not in running]:
+            del cached[key]
 
     def _span(
         self,
@@ -353,9 +387,16 @@ class OtelObserver(Observer):
         attributes["hotplumb.batch.size"] = 1
         attributes["hotplumb.origin"] = bounded_repr(datum.origin)[:_ORIGIN_CHARS]
         links = _links((datum.parents,)) if datum.parents else None
+        trace = datum.trace
+        if trace is not None and trace.span_id and not trace.sampled:
+            # The hop before was sampled out: as its child the failure would be dropped
+            # too (a parent-based sampler), so it starts a trace of its own, linked to
+            # that hop's span as it is (unsampled), and the sampler decides as for a root.
+            links = [Link(_span_context(trace)), *(links or ())][:MAX_LINKS]
+            trace = None
         span = tracer.start_span(
             attributes["hotplumb.node"],
-            _parent(datum.trace),
+            _parent(trace),
             SpanKind.INTERNAL,
             attributes,
             links,
@@ -376,6 +417,7 @@ class OtelObserver(Observer):
         self, token: Any, report: ApplyReport | None, error: BaseException | None
     ) -> None:
         """Record the change as a ``hotplumb.apply`` span, and its duration."""
+        self._forget_removed(report)
         kind, began = token
         now = self._clock.now()
         if self._durations is not None:
@@ -421,43 +463,54 @@ class OtelObserver(Observer):
 # -- metrics --------------------------------------------------------------------------
 
 
-REUSE: Final = 0.01
-"""Seconds a reading made for a reader in another thread is handed to the next ones too."""
+_Reading = tuple["Mapping[Hashable, NodeStatistics]", int, int]
 
 
 class _Readings:
-    """The topology's counters for metric callbacks, read in the event loop's thread.
+    """The topology's counters for metric callbacks: one reading per collection.
 
-    A reader in another thread (a periodic exporter) asks the loop and waits
-    at most a second. One collection calls every instrument's callback in
-    turn, so a reading made for another thread serves the callbacks that ask
-    within :data:`REUSE` seconds after it: a collection costs one trip
-    through the loop, not one per instrument (each trip wakes the loop and
-    hands the interpreter between threads twice). In the loop's own thread
-    every call reads afresh. Once the topology has stopped, the last reading
-    stays.
+    A collection calls every instrument's callback once, in turn. The first
+    callback to ask takes a reading and the others of the collection are
+    handed the same one; the reading serves each instrument once, and when
+    it has served them all the collection has ended and the next call reads
+    afresh. An instrument asking again before that starts a new collection
+    (one that ended early, or a reader that calls only some instruments), so
+    a reading is never served to one instrument twice: however close
+    together two collections come, the second sees figures of its own.
+
+    Statistics are read in the event loop's thread. A reader in another
+    thread (a periodic exporter) asks the loop and waits at most a second,
+    once per collection, not once per instrument (each trip wakes the loop
+    and hands the interpreter between threads twice). Once the topology has
+    stopped, the last reading stays.
 
     Args:
         watched: The topology.
-        monotonic: The time :data:`REUSE` is measured on (tests pass their own).
     """
 
-    def __init__(self, watched: Watched, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, watched: Watched) -> None:
         self._watched = watched
-        self._monotonic = monotonic
-        self._reused_until = -math.inf  # the last reading for another thread serves until then
         try:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:  # pragma: no cover - the runtime makes observers in its loop
             self._loop = None
         self._thread = threading.get_ident()
-        self._frozen: tuple[Mapping[Hashable, NodeStatistics], int, int] | None = None
-        self._last: tuple[Mapping[Hashable, NodeStatistics], int, int] = ({}, 0, 0)
+        self._instruments: set[str] = set()  # the instruments one collection asks for
+        # The current collection's reading, and the instruments it has served (guarded by
+        # _lock): None once it has served every instrument.
+        self._current: _Reading | None = None
+        self._served: set[str] = set()
+        self._frozen: _Reading | None = None
+        self._last: _Reading = ({}, 0, 0)
         # Readers in other threads waiting for the loop; answered at once by freeze().
         self._waiting: set[concurrent.futures.Future[Any]] = set()
         self._lock = threading.Lock()
 
-    def _read(self) -> tuple[Mapping[Hashable, NodeStatistics], int, int]:
+    def expect(self, instrument: str) -> None:
+        """Count ``instrument`` among those every collection asks (before any collection)."""
+        self._instruments.add(instrument)
+
+    def _read(self) -> _Reading:
         watched = self._watched
         return (watched.node_statistics(), watched.dead_letter_count(), watched.subscriber_count())
 
@@ -471,19 +524,47 @@ class _Readings:
         frozen = self._read()
         with self._lock:
             self._frozen = self._last = frozen
+            self._current = None
             waiting, self._waiting = self._waiting, set()
         for future in waiting:
             if future.set_running_or_notify_cancel():
                 future.set_result(frozen)
 
-    def frozen(self) -> tuple[Mapping[Hashable, NodeStatistics], int, int] | None:
+    def frozen(self) -> _Reading | None:
         """The readings kept since the topology stopped, or ``None`` while it runs."""
         return self._frozen
 
-    def get(self) -> tuple[Mapping[Hashable, NodeStatistics], int, int]:
-        """Per-node statistics, the dead-letter count and the subscriber count, now."""
-        if self._frozen is not None:
-            return self._frozen
+    def get(self, instrument: str) -> _Reading:
+        """Per-node statistics, the dead-letter count and the subscriber count, for ``instrument``.
+
+        Args:
+            instrument: The name of the instrument whose callback asks.
+
+        Returns:
+            The current collection's reading, taken now if this is its first call.
+        """
+        with self._lock:
+            if self._frozen is not None:
+                return self._frozen
+            current = self._current
+            if current is not None and instrument not in self._served:
+                self._served.add(instrument)
+                if self._served >= self._instruments:
+                    self._current = None  # the collection has ended
+                return current
+        reading = self._fetch()
+        with self._lock:
+            frozen = self.frozen()  # it may have frozen since (in the loop)
+            if frozen is not None:
+                return frozen
+            self._served = {instrument}
+            # Even a reading that came too late (the last one) serves the rest of the
+            # collection: a loop too busy to answer one callback makes it wait once.
+            self._current = None if self._served >= self._instruments else reading
+        return reading
+
+    def _fetch(self) -> _Reading:
+        """Read the statistics now: here in the loop's thread, else through the loop."""
         if threading.get_ident() == self._thread:
             self._last = self._read()
             return self._last
@@ -492,11 +573,9 @@ class _Readings:
             return self._last
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         with self._lock:
-            frozen = self.frozen()  # it may have frozen since (another thread)
+            frozen = self._frozen
             if frozen is not None:
                 return frozen
-            if self._monotonic() < self._reused_until:
-                return self._last  # read for this collection's first callback
             self._waiting.add(future)
 
         def read() -> None:
@@ -513,8 +592,6 @@ class _Readings:
         try:
             loop.call_soon_threadsafe(read)
             self._last = future.result(timeout=1.0)
-            with self._lock:
-                self._reused_until = self._monotonic() + REUSE
         except (RuntimeError, concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
             with self._lock:
                 self._waiting.discard(future)
@@ -531,60 +608,91 @@ _COUNTERS: Final = (
 )
 
 
-def _instruments(meter: Any, readings: _Readings) -> Any:
+class _Labels:
+    """The ``hotplumb.node`` attribute of every running node, for metric observations.
+
+    Each made once per key and kept while its node runs: a new reading keeps
+    the labels of the nodes in it and drops the others (one pass over the
+    nodes per collection, which observes every node anyway).
+    """
+
+    __slots__ = ("_labels", "_of")
+
+    def __init__(self) -> None:
+        self._of: Mapping[Hashable, NodeStatistics] | None = None  # the reading labelled
+        self._labels: dict[Hashable, dict[str, str]] = {}
+
+    def of(
+        self, statistics: Mapping[Hashable, NodeStatistics]
+    ) -> Mapping[Hashable, dict[str, str]]:
+        """The label of every node in ``statistics`` (a reading's first mapping)."""
+        if statistics is not self._of:
+            known = self._labels
+            self._labels = {
+                key: known.get(key) or {"hotplumb.node": format_key(key)} for key in statistics
+            }
+            self._of = statistics
+        return self._labels
+
+    def __iter__(self) -> Iterator[Hashable]:
+        return iter(self._labels)
+
+
+def _instruments(meter: Any, readings: _Readings, labels: _Labels) -> Any:
     """Register the topology's metrics on ``meter``; return the change-duration histogram."""
-    labels: dict[Hashable, dict[str, str]] = {}
 
-    def label(key: Hashable) -> dict[str, str]:
-        attributes = labels.get(key)
-        if attributes is None:
-            attributes = labels[key] = {"hotplumb.node": format_key(key)}
-        return attributes
+    def per_node(name: str, field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        readings.expect(name)
 
-    def per_node(field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
-            statistics = readings.get()[0]
-            return [Observation(getattr(s, field), label(k)) for k, s in statistics.items()]
+            statistics = readings.get(name)[0]
+            label = labels.of(statistics)
+            return [Observation(getattr(s, field), label[k]) for k, s in statistics.items()]
+
+        return observe
+
+    def overall(
+        name: str, value: Callable[[_Reading], int]
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        readings.expect(name)
+
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(value(readings.get(name)))]
 
         return observe
 
     for field, description in _COUNTERS:
-        meter.create_observable_counter(
-            f"hotplumb.node.{field}", [per_node(field)], "{item}", description
-        )
+        name = f"hotplumb.node.{field}"
+        meter.create_observable_counter(name, [per_node(name, field)], "{item}", description)
     meter.create_observable_gauge(
         "hotplumb.node.input.depth",
-        [per_node("input_depth")],
+        [per_node("hotplumb.node.input.depth", "input_depth")],
         "{item}",
         "Items waiting in the node's input channels",
     )
     meter.create_observable_gauge(
         "hotplumb.node.input.capacity",
-        [per_node("input_capacity")],
+        [per_node("hotplumb.node.input.capacity", "input_capacity")],
         "{item}",
         "The capacity of each of the node's input channels",
     )
-
-    def dead_letters(options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(readings.get()[1])]
-
-    def running(options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(len(readings.get()[0]))]
-
-    def subscribers(options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(readings.get()[2])]
-
     meter.create_observable_counter(
-        "hotplumb.dead_letters", [dead_letters], "{datum}", "Failed data recorded in all"
+        "hotplumb.dead_letters",
+        [overall("hotplumb.dead_letters", lambda r: r[1])],
+        "{datum}",
+        "Failed data recorded in all",
     )
     meter.create_observable_gauge(
         "hotplumb.nodes.running",
-        [running],
+        [overall("hotplumb.nodes.running", lambda r: len(r[0]))],
         "{node}",
         "Nodes running (during a change, old and new)",
     )
     meter.create_observable_gauge(
-        "hotplumb.subscribers", [subscribers], "{subscriber}", "Clients' subscriptions running"
+        "hotplumb.subscribers",
+        [overall("hotplumb.subscribers", lambda r: r[2])],
+        "{subscriber}",
+        "Clients' subscriptions running",
     )
     return meter.create_histogram(
         "hotplumb.change.duration",
