@@ -11,14 +11,14 @@ The topology: ``chains`` targets, each a sink reading ``("square", i)``, which
 the factory makes as a plain function of an entry point ``("feed", i)``. Then
 ``clients`` tasks each enter ``topo.subscribe(("square", chains + j))`` at
 once, a key nobody reads yet, so every join adds an entry point, a stage and a
-sink, and every leave garbage-collects them again. Each join and each leave is
-its own live change (:meth:`Topology.update`), one after another under the
-change lock. Figures: the time from the first ``subscribe`` until every client
-has joined, and from the first leave until every client has left, each divided
-by ``clients``: what one join or leave costs when many arrive together, and
-how it grows with the graph (a join should cost what its own region costs,
-not what the graph costs). Each repetition runs in a fresh event loop; the
-report gives the median and the range.
+sink, and every leave garbage-collects them again. Joins and leaves that
+arrive while a change is under way share the next one. Figures: the time from
+the first ``subscribe`` until every client has joined, and from the first
+leave until every client has left, each divided by ``clients``: what one join
+or leave costs when many arrive together, and how it grows with the graph (a
+join should cost what its own region costs, not what the graph costs). Each
+repetition runs in a fresh event loop; the report gives the median and the
+range.
 """
 
 from __future__ import annotations

@@ -851,7 +851,8 @@ class Changes:
         while len(ran) > _RAN_KEPT:
             ran.popitem(last=False)
 
-    def _refuse_reentry(self, what: str) -> None:
+    def refuse_reentry(self, what: str) -> None:
+        """Raise :class:`ReentrantCallError` if called from a node's own task."""
         key = self._host.calling_node()
         if key is not None:
             raise ReentrantCallError(key, what)
@@ -882,12 +883,12 @@ class Changes:
 
     async def apply(self, graph: Graph, timeout: float | None) -> ApplyReport:
         """Change the host to ``graph`` (see :meth:`Topology.apply`)."""
-        self._refuse_reentry("apply()")
+        self.refuse_reentry("apply()")
         return await self._observed("apply", lambda _: graph, timeout, check=True)
 
     async def update(self, fn: Callable[[Graph], Graph], timeout: float | None) -> ApplyReport:
         """Change the host to ``fn(running graph)`` under the lock (:meth:`Topology.update`)."""
-        self._refuse_reentry("update()")
+        self.refuse_reentry("update()")
         return await self._observed("update", fn, timeout, check=False)
 
     async def _observed(
@@ -1035,7 +1036,7 @@ class Changes:
         Raises:
             TimeoutError: The time ran out first.
         """
-        self._refuse_reentry("drain()")
+        self.refuse_reentry("drain()")
         when = self.deadline(timeout)
         async with Deadline(self._host.clock, when):
             await self._lock.acquire()
@@ -1057,7 +1058,7 @@ class Changes:
         Raises:
             TopologyClosedError: The topology stopped before the barrier passed.
         """
-        self._refuse_reentry("checkpoint()")
+        self.refuse_reentry("checkpoint()")
         async with self._lock:
             await self._settle()
             await self._flush(False, recorder)

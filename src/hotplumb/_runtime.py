@@ -53,7 +53,7 @@ from hotplumb._keys import check_key
 from hotplumb._node import Pool, RestartPolicy
 from hotplumb._runner import Runner
 from hotplumb._store import CheckpointStore
-from hotplumb._subscribe import Overflow, SubscriberKey, open_subscription
+from hotplumb._subscribe import Overflow, SubscriberEdits, SubscriberKey, open_subscription
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Hashable, Iterable, Iterator, Mapping
@@ -310,6 +310,8 @@ class _Core:
         # Called once when the topology stops (subscriptions end their streams).
         self.closers: dict[int, Callable[[], None]] = {}
         self._closer_serials = itertools.count()
+        # The subscribers' joins and leaves, made on the first subscribe().
+        self.subscriber_edits: SubscriberEdits | None = None
         # Told of batches, failures and changes; None (the hot path's one check) if unobserved.
         self.observer: Observer | None = observe(self) if observe is not None else None
 
@@ -920,6 +922,11 @@ class Topology(metaclass=_NoPublicConstructor):
                 ``CycleError``, ``GraphTooLargeError``) likewise. Nothing changes.
             ApplyError: On entering: as for :meth:`apply`.
             TopologyClosedError: On entering: the topology is closed.
+            ReentrantCallError: On entering from a node's own task.
+
+        Subscribers that join (or leave) while a change is under way share the
+        next change: a burst of clients makes a few changes, not one each, and
+        an error (a key nothing provides, say) is still the subscriber's own.
 
         Example:
             >>> async def main():
@@ -932,7 +939,11 @@ class Topology(metaclass=_NoPublicConstructor):
             >>> asyncio.run(main())
             (1, ('numbers', subscriber #... of numbers))
         """
-        return open_subscription(self, key, capacity, overflow, self._core.watch_close)
+        core = self._core
+        edits = core.subscriber_edits
+        if edits is None:
+            edits = core.subscriber_edits = SubscriberEdits(self, core.changes.refuse_reentry)
+        return open_subscription(edits, key, capacity, overflow, core.watch_close)
 
     # -- stopping ---------------------------------------------------------------
 

@@ -4,9 +4,18 @@ A subscription is a target added to the running graph for as long as an
 ``async with`` block lasts: entering adds a sink reading the wanted key under
 a unique private key (a :class:`SubscriberKey`), leaving removes it. Both go
 through :meth:`Topology.update`, so they are atomic with respect to every
-other change: hundreds of subscribers can join and leave at once, each
-change sees the one before, and the factory resolves the wanted key (and
-garbage-collects what only this subscriber needed) exactly as for any target.
+other change, and the factory resolves the wanted key (and garbage-collects
+what only this subscriber needed) exactly as for any target.
+
+Hundreds of subscribers can join and leave at once. Their edits go through
+one :class:`SubscriberEdits` per topology, which makes every edit asked for
+while a change is under way in the next change, together, in the order they
+were asked for: a thousand clients arriving at once make a handful of
+changes, not a thousand, each costing about what one would. An edit that
+cannot be made (a key nothing provides) fails alone: the others of its change
+go ahead. If the change itself fails before anything changed (a new node's
+state factory raised), each of its edits is tried again in a change of its
+own, so that the error reaches only the subscriber it belongs to.
 
 Between the sink (in the topology's task) and the subscriber (in the caller's
 task) sits a bounded buffer, the only state both ends touch. Its invariants,
@@ -40,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import itertools
 import logging
 from collections import deque
@@ -49,7 +59,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from hotplumb._errors import ApplyError, SubscriberOverflowError, TopologyClosedError
 from hotplumb._format import format_key
 from hotplumb._keys import check_key
-from hotplumb._node import sink
+from hotplumb._node import Node, sink
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable
@@ -61,6 +71,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Overflow",
+    "SubscriberEdits",
     "SubscriberKey",
     "Subscription",
     "SubscriptionHost",
@@ -92,6 +103,163 @@ class SubscriptionHost(Protocol):
         self, fn: Callable[[Graph], Graph], *, timeout: float | None = None
     ) -> ApplyReport:
         """Change the running graph to ``fn(graph)`` under the change lock."""
+
+
+@dataclass(eq=False, slots=True)
+class _Edit:
+    """One subscriber's edit of the running graph: its sink added, or removed."""
+
+    key: SubscriberKey
+    sink: Node | None  # None: remove the sink
+    done: asyncio.Future[None]
+    error: Exception | None = None
+
+    def apply(self, graph: Graph) -> Graph:
+        if self.sink is not None:
+            return graph.add_node(self.key, self.sink)
+        # Idempotent: a cut-off subscriber's sink may already be gone when it leaves.
+        return graph.remove_node(self.key) if self.key in graph.provided else graph
+
+
+def _edit_all(graph: Graph, edits: list[_Edit]) -> Graph:
+    """``graph`` with every edit that can be made, in order; the others keep their error."""
+    for edit in edits:
+        edit.error = None
+    start = graph
+    try:
+        # Runs of adds and of removes, each one edit of the graph.
+        for adding, run in itertools.groupby(edits, key=lambda e: e.sink is not None):
+            if adding:
+                graph = graph.add_nodes_from({e.key: e.sink for e in run if e.sink is not None})
+            else:
+                graph = graph.remove_nodes_from([e.key for e in run if e.key in graph.provided])
+    except Exception:
+        pass  # one of them cannot be made: find which, one at a time
+    else:
+        return graph
+    graph = start
+    for edit in edits:
+        try:
+            graph = edit.apply(graph)
+        except Exception as exc:
+            edit.error = exc
+    return graph
+
+
+class SubscriberEdits:
+    """The joins and leaves of one topology's subscribers, made in as few changes as they allow.
+
+    :meth:`make` queues an edit and waits for the change that makes it. While
+    no change of this queue is under way, the first edit starts one; the
+    edits queued until that change's function runs (under the change lock,
+    so possibly long after) all go into it. The change runs in a task of the
+    queue's own, so a subscriber cancelled while it waits cancels only its
+    own edit (or, if its change already started, nothing: it then takes its
+    sink out again, as after any cancelled join).
+
+    Args:
+        host: The topology.
+        refuse_reentry: Raises :class:`~hotplumb.ReentrantCallError` when
+            called from a node's own task (whose change could never pass it).
+    """
+
+    __slots__ = ("_host", "_pump", "_queue", "_refuse_reentry")
+
+    def __init__(self, host: SubscriptionHost, refuse_reentry: Callable[[str], None]) -> None:
+        self._host = host
+        self._refuse_reentry = refuse_reentry
+        self._queue: list[_Edit] = []
+        self._pump: asyncio.Task[None] | None = None
+
+    @property
+    def closing(self) -> bool:
+        """Whether the topology is stopping (or has stopped)."""
+        return self._host.closing
+
+    async def make(self, key: SubscriberKey, sink: Node | None) -> None:
+        """Add ``sink`` under ``key`` (or, with ``None``, remove ``key``); wait until done.
+
+        Raises:
+            ApplyError: As for :meth:`Topology.update`.
+            TopologyClosedError: The topology closed first.
+            ReentrantCallError: Called from a node's own task.
+            Exception: What the graph raised for this edit alone (a
+                :class:`~hotplumb.MissingNodeError`, say); nothing changed.
+        """
+        what = "subscribe()" if sink is not None else "leaving a subscription"
+        self._refuse_reentry(what)
+        if self._host.closing:
+            raise TopologyClosedError("the topology is closed; it takes no more changes")
+        edit = _Edit(key, sink, asyncio.get_running_loop().create_future())
+        self._queue.append(edit)
+        if self._pump is None:
+            self._pump = asyncio.get_running_loop().create_task(
+                self._run(), name="hotplumb: subscribers join and leave"
+            )
+        # Cancelling the waiting task cancels `done`: the pump skips a cancelled
+        # edit it has not taken yet, and sets nothing on one it has.
+        await edit.done
+
+    async def _run(self) -> None:
+        batch: list[_Edit] = []  # the edits of the change under way
+
+        def edit(graph: Graph) -> Graph:  # under the change lock
+            batch.extend(e for e in self._queue if not e.done.done())
+            self._queue.clear()
+            return _edit_all(graph, batch)
+
+        try:
+            while self._queue:
+                batch.clear()
+                try:
+                    await self._host.update(edit)
+                except ApplyError as exc:
+                    if exc.running == "old" and len(batch) > 1:
+                        await self._one_by_one(batch)
+                    else:
+                        _settle(batch, exc)
+                except Exception as exc:
+                    _settle(batch or self._take_all(), exc)
+                else:
+                    _settle(batch, None)
+        except BaseException as exc:  # cancelled (the loop is stopping)
+            _settle(batch + self._take_all(), exc)
+            raise
+        finally:
+            self._pump = None
+
+    async def _one_by_one(self, batch: list[_Edit]) -> None:
+        """Make each edit of a failed change in a change of its own."""
+        for one in batch:
+            if one.done.done():
+                continue
+            try:
+                await self._host.update(functools.partial(_edit_all, edits=[one]))
+            except Exception as exc:
+                _settle([one], exc)
+            else:
+                _settle([one], None)
+
+    def _take_all(self) -> list[_Edit]:
+        taken, self._queue = self._queue, []
+        return taken
+
+    def __repr__(self) -> str:
+        return f"<SubscriberEdits: {len(self._queue)} waiting>"
+
+
+def _settle(edits: list[_Edit], error: BaseException | None) -> None:
+    """Tell each edit's subscriber (if it still waits) how its edit went."""
+    for e in edits:
+        if e.done.done():
+            continue
+        failure = error if error is not None else e.error
+        if failure is None:
+            e.done.set_result(None)
+        elif isinstance(failure, asyncio.CancelledError):
+            e.done.cancel()
+        else:
+            e.done.set_exception(failure)
 
 
 class Overflow(enum.Enum):
@@ -175,6 +343,7 @@ class Subscription(metaclass=_NoPublicConstructor):
         "_buffer",
         "_capacity",
         "_delivered",
+        "_edits",
         "_ended",
         "_entered",
         "_key",
@@ -186,20 +355,19 @@ class Subscription(metaclass=_NoPublicConstructor):
         "_received",
         "_sink_key",
         "_space",
-        "_topology",
         "_unwatch",
         "_watch_close",
     )
 
     def __init__(
         self,
-        topology: SubscriptionHost,
+        edits: SubscriberEdits,
         key: Hashable,
         capacity: int,
         overflow: Overflow,
         watch_close: Callable[[Callable[[], None]], Callable[[], None]],
     ) -> None:
-        self._topology: SubscriptionHost = topology
+        self._edits = edits
         self._key = key
         self._capacity = capacity
         self._overflow = overflow
@@ -329,25 +497,16 @@ class Subscription(metaclass=_NoPublicConstructor):
 
     # -- joining and leaving -----------------------------------------------------
 
-    def _add(self, graph: Graph) -> Graph:
-        callback: Callable[[Datum], Any] = (
-            self._put if self._overflow is Overflow.BACKPRESSURE else self._offer
-        )
-        return graph.add_node(self._sink_key, sink(callback, inputs=[self._key]))
-
-    def _remove(self, graph: Graph) -> Graph:
-        # Idempotent: a cut-off subscriber's sink may already be gone when it leaves.
-        if self._sink_key in graph.provided:
-            return graph.remove_node(self._sink_key)
-        return graph
-
     async def __aenter__(self) -> Subscription:
         if self._entered:
             raise RuntimeError("a subscription can be entered only once")
         self._entered = True
         self._unwatch = self._watch_close(self._closed)
         try:
-            await self._topology.update(self._add)
+            callback: Callable[[Datum], Any] = (
+                self._put if self._overflow is Overflow.BACKPRESSURE else self._offer
+            )
+            await self._edits.make(self._sink_key, sink(callback, inputs=[self._key]))
         except BaseException as exc:
             self._left = True
             self._stop_watching()
@@ -380,7 +539,7 @@ class Subscription(metaclass=_NoPublicConstructor):
 
     def _start_leaving(self) -> asyncio.Task[None] | None:
         """Remove the sink in a task of its own; ``None`` if the topology is closing."""
-        if self._topology.closing:
+        if self._edits.closing:
             return None
         task = asyncio.get_running_loop().create_task(
             self._leave(), name=f"hotplumb: {self._sink_key!r} leaves"
@@ -392,7 +551,7 @@ class Subscription(metaclass=_NoPublicConstructor):
     async def _leave(self) -> None:
         # If it closed meanwhile, the sink stopped with everything else.
         with contextlib.suppress(TopologyClosedError):
-            await self._topology.update(self._remove)
+            await self._edits.make(self._sink_key, None)
 
 
 def _left(task: asyncio.Task[None]) -> None:
@@ -403,7 +562,7 @@ def _left(task: asyncio.Task[None]) -> None:
 
 
 def open_subscription(
-    topology: SubscriptionHost,
+    edits: SubscriberEdits,
     key: Hashable,
     capacity: int,
     overflow: Overflow,
@@ -412,7 +571,7 @@ def open_subscription(
     """Check the arguments of :meth:`Topology.subscribe` and make the subscription.
 
     Args:
-        topology: The running topology.
+        edits: The topology's joins and leaves.
         key: The key to read.
         capacity: The buffer's size.
         overflow: The overflow policy.
@@ -434,7 +593,5 @@ def open_subscription(
         raise TypeError(
             f"overflow must be hotplumb.Overflow.DISCONNECT or .BACKPRESSURE, got {overflow!r}"
         )
-    subscription: Subscription = Subscription._create(
-        topology, key, capacity, overflow, watch_close
-    )
+    subscription: Subscription = Subscription._create(edits, key, capacity, overflow, watch_close)
     return subscription
