@@ -106,7 +106,7 @@ async def test_reload_updates_the_running_topology_while_a_subscriber_stays_conn
         assert got == [["v1", i] for i in range(cut)] + [
             ["version two", i] for i in range(cut, total)
         ]
-        notices = served.app.hub.state["notices"]
+        notices = list(served.app.hub.notices)
         assert notices[-1]["level"] == "info"
         assert "reloaded" in notices[-1]["text"]
         await ws.close()

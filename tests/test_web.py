@@ -140,6 +140,47 @@ async def test_the_event_stream_sends_state_and_changes() -> None:
             assert {n["key"] for n in state["snapshot"]["nodes"]} == {"numbers", "out"}
 
 
+async def test_the_topology_is_snapshotted_only_while_an_event_stream_is_open(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    snapshots = 0
+    take = hp.Topology.snapshot
+
+    def counted(self: hp.Topology) -> hp.Snapshot:
+        nonlocal snapshots
+        snapshots += 1
+        return take(self)
+
+    monkeypatch.setattr(hp.Topology, "snapshot", counted)
+    application = hotplumb.web.app(graph(), interval=0.01)
+    async with (
+        serving(application) as url,
+        httpx.AsyncClient(base_url=f"http://{url}", timeout=5) as client,
+    ):
+        hub = application.hub
+        topo = application.topology
+        rounds = hub.rounds
+        await wait_until(lambda: hub.rounds >= rounds + 3)
+        assert snapshots == 0
+        # a change while nobody watches is still in the stream's history
+        await topo.update(lambda g: g.add_node("out", hp.sink(print, inputs=["numbers"])))
+        async with client.stream("GET", "/api/events") as response:
+            events = sse_events(response.aiter_lines())
+            async with asyncio.timeout(10):
+                event, data = await anext(events)
+                assert event == "change"
+                assert data["added"] == ["numbers", "out"]
+                event, state = await anext(events)
+                assert event == "state"
+                assert {n["key"] for n in state["snapshot"]["nodes"]} == {"numbers", "out"}
+                assert snapshots >= 1
+        await wait_until(lambda: hub.watchers == 0)
+        taken = snapshots
+        rounds = hub.rounds
+        await wait_until(lambda: hub.rounds >= rounds + 3)
+        assert snapshots == taken
+
+
 # -- security ----------------------------------------------------------------------
 
 
