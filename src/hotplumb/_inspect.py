@@ -17,6 +17,7 @@ from hotplumb._format import SafeRepr
 from hotplumb._snapshot import (
     ChangeSnapshot,
     ChannelSnapshot,
+    KeyNames,
     NodeSnapshot,
     Snapshot,
     sorted_keys,
@@ -157,6 +158,7 @@ def take_snapshot(view: LiveView) -> Snapshot:
     change = view.change_in_flight()
     waiting = change[2] if change is not None else set()
     order = _order({k: r.node.inputs for k, r in running.items()})
+    names = KeyNames()
     nodes = []
     for k in order:
         r = running[k]
@@ -170,7 +172,7 @@ def take_snapshot(view: LiveView) -> Snapshot:
                 generated=graph.is_generated(k) if k in graph else None,
                 version=r.version,
                 inputs=node.inputs,
-                readers=sorted_keys(ctx.readers),
+                readers=sorted_keys(ctx.readers, names),
                 counters=view.statistics_of(k),
                 channels=tuple(
                     ChannelSnapshot(c.producer, c.size, c.capacity) for c in view.input_channels(k)
@@ -187,9 +189,9 @@ def take_snapshot(view: LiveView) -> Snapshot:
         generation, region, pending, switches = change
         in_flight = ChangeSnapshot(
             generation=generation,
-            region=sorted_keys(region),
-            pending=sorted_keys(pending),
-            switches=sorted_keys(set(switches)),
+            region=sorted_keys(region, names),
+            pending=sorted_keys(pending, names),
+            switches=sorted_keys(set(switches), names),
         )
     return Snapshot(
         tuple(nodes),

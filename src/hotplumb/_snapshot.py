@@ -19,13 +19,14 @@ but not yet received waits in ``e``'s own channel (``producer`` ``None``).
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hotplumb._format import exception_message, format_key
 
 if TYPE_CHECKING:
-    from collections.abc import Hashable, Iterator
+    from collections.abc import Iterator
 
     from hotplumb._datum import NodeError
     from hotplumb._graph import Graph
@@ -43,9 +44,32 @@ __all__ = [
 ]
 
 
-def sorted_keys(keys: frozenset[Hashable] | set[Hashable]) -> tuple[Hashable, ...]:
-    """Sets of keys in a stable order, for people and for diffs of snapshots."""
-    return tuple(sorted(keys, key=lambda k: (format_key(k), repr(k))))
+class KeyNames(dict[Hashable, str]):
+    """The readable forms of one snapshot's keys, each key formatted once.
+
+    A snapshot names each key several times (as a node, as an input, as a
+    reader, as a channel's producer), and formatting is most of what a big
+    snapshot costs. Within one topology's keys, equal keys are one node, so
+    they may share one name.
+    """
+
+    def __missing__(self, key: Hashable) -> str:
+        name = self[key] = format_key(key)
+        return name
+
+
+def sorted_keys(
+    keys: frozenset[Hashable] | set[Hashable], names: Mapping[Hashable, str] | None = None
+) -> tuple[Hashable, ...]:
+    """Sets of keys in a stable order, for people and for diffs of snapshots.
+
+    Args:
+        keys: The keys.
+        names: Their readable forms, if already known (formatted otherwise).
+    """
+    if names is None:
+        names = KeyNames()
+    return tuple(sorted(keys, key=lambda k: (names[k], repr(k))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +94,10 @@ class ChannelSnapshot:
 
     def to_dict(self) -> dict[str, Any]:
         """Return plain JSON-compatible data."""
-        producer = None if self.producer is None else format_key(self.producer)
+        return self._to_dict(KeyNames())
+
+    def _to_dict(self, names: KeyNames) -> dict[str, Any]:
+        producer = None if self.producer is None else names[self.producer]
         return {"producer": producer, "depth": self.depth, "capacity": self.capacity}
 
 
@@ -109,8 +136,11 @@ class NodeStatistics:
 
     def to_dict(self) -> dict[str, Any]:
         """Return plain JSON-compatible data (the key in readable form)."""
+        return self._to_dict(KeyNames())
+
+    def _to_dict(self, names: KeyNames) -> dict[str, Any]:
         return {
-            "key": format_key(self.key),
+            "key": names[self.key],
             "version": self.version,
             "received": self.received,
             "emitted": self.emitted,
@@ -182,22 +212,25 @@ class NodeSnapshot:
 
     def to_dict(self) -> dict[str, Any]:
         """Return plain JSON-compatible data; keys are in readable form."""
+        return self._to_dict(KeyNames())
+
+    def _to_dict(self, names: KeyNames) -> dict[str, Any]:
         error = self.last_error
         return {
-            "key": format_key(self.key),
+            "key": names[self.key],
             "key_repr": repr(self.key),
             "kind": self.kind.value,
             "generated": self.generated,
             "version": self.version,
-            "inputs": [format_key(k) for k in self.inputs],
-            "readers": [format_key(k) for k in self.readers],
-            "counters": None if self.counters is None else self.counters.to_dict(),
-            "channels": [c.to_dict() for c in self.channels],
+            "inputs": [names[k] for k in self.inputs],
+            "readers": [names[k] for k in self.readers],
+            "counters": None if self.counters is None else self.counters._to_dict(names),
+            "channels": [c._to_dict(names) for c in self.channels],
             "state": self.state,
             "last_error": None
             if error is None
             else {
-                "key": format_key(error.key),
+                "key": names[error.key],
                 "version": error.version,
                 "type": type(error.exception).__name__,
                 "message": exception_message(error.exception),
@@ -225,11 +258,14 @@ class ChangeSnapshot:
 
     def to_dict(self) -> dict[str, Any]:
         """Return plain JSON-compatible data; keys are in readable form."""
+        return self._to_dict(KeyNames())
+
+    def _to_dict(self, names: KeyNames) -> dict[str, Any]:
         return {
             "generation": self.generation,
-            "region": [format_key(k) for k in self.region],
-            "pending": [format_key(k) for k in self.pending],
-            "switches": [format_key(k) for k in self.switches],
+            "region": [names[k] for k in self.region],
+            "pending": [names[k] for k in self.pending],
+            "switches": [names[k] for k in self.switches],
         }
 
 
@@ -299,15 +335,16 @@ class Snapshot:
         Keys appear in readable form (``format_key``), with their ``repr`` as
         ``key_repr`` in each node.
         """
+        names = KeyNames()
         return {
             "live": self.live,
             "generation": self.generation,
             "time": self.time,
             "dead_letters": self.dead_letters,
             "checkpoint": None if self.checkpoint is None else self.checkpoint.to_dict(),
-            "change": None if self.change is None else self.change.to_dict(),
-            "nodes": [n.to_dict() for n in self.nodes],
-            "edges": [[format_key(a), format_key(b)] for a, b in self.edges],
+            "change": None if self.change is None else self.change._to_dict(names),
+            "nodes": [n._to_dict(names) for n in self.nodes],
+            "edges": [[names[a], names[b]] for a, b in self.edges],
         }
 
 
@@ -322,6 +359,7 @@ def graph_snapshot(graph: Graph) -> Snapshot:
         and readers; versions, counters and channels are absent.
     """
     nodes = []
+    names = KeyNames()
     for k in graph.topological_order():
         node = graph.nodes[k]
         nodes.append(
@@ -330,7 +368,7 @@ def graph_snapshot(graph: Graph) -> Snapshot:
                 kind=node.effective_kind,
                 generated=graph.is_generated(k),
                 inputs=node.inputs,
-                readers=sorted_keys(graph.readers_of(k)),
+                readers=sorted_keys(graph.readers_of(k), names),
             )
         )
     edges = tuple((i, n.key) for n in nodes for i in n.inputs)
