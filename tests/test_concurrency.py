@@ -483,6 +483,56 @@ async def test_a_crash_with_calls_in_flight_loses_nothing() -> None:
     assert gauge.peak == 4
 
 
+async def test_a_crash_while_settling_before_a_barrier_keeps_the_barrier() -> None:
+    """The window settles before the node acts on a barrier; if ``on_error``
+    raises then, the barrier goes back behind the inputs put back, so the
+    restarted task finishes them with the old version and then switches.
+    """
+    clock = FakeClock()
+    received: list[hp.Datum] = []
+    starts: list[tuple[int, int]] = []  # (version, item)
+
+    def version(v: int) -> Callable[[int], Any]:
+        async def work(x: int) -> tuple[int, int]:
+            starts.append((v, x))
+            await clock.sleep_until(clock.now() + 1.0 + x % 2)
+            if x == 8:
+                raise ValueError("8 fails")
+            return (x, v)
+
+        return work
+
+    def broken(d: hp.Datum) -> Any:
+        raise RuntimeError("handler broke")
+
+    def graph(v: int) -> hp.Graph:
+        return hp.Graph(
+            {
+                "in": hp.Node(),
+                "f": hp.Node(version(v), inputs=["in"], concurrency=3, on_error=broken),
+                "out": hp.sink(received.append, inputs=["f"]),
+            }
+        )
+
+    restart = hp.RestartPolicy(max_restarts=3)
+    async with asyncio.timeout(30), hp.run(graph(1), clock=clock, restart=restart) as topo:
+        # One batch of 0-9: items 7, 8 and 9 are in the window when the barrier
+        # is taken, and 8 fails while the window settles.
+        await topo.inject_many("in", range(10))
+        await clock.drive(topo.apply(graph(2)))
+        await topo.inject_many("in", range(10, 14))
+        await clock.drive(topo.drain())
+        stats = topo.statistics()["f"]
+    assert [d.value for d in received] == [(x, 1) for x in range(10) if x != 8] + [
+        (x, 2) for x in range(10, 14)
+    ]
+    assert [d.origin for d in topo.errors] == [8]
+    assert stats.restarts == 1
+    assert all(v == 1 for v, x in starts if x < 10)
+    assert all(v == 2 for v, x in starts if x >= 10)
+    assert (stats.received, stats.emitted, stats.failed, stats.in_progress) == (14, 13, 1, 0)
+
+
 # -- executors -------------------------------------------------------------------------
 
 

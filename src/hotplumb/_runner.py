@@ -15,7 +15,10 @@ Concurrency rules, which the rest of the runtime relies on:
 * Nothing is dropped silently: a datum whose processing raised goes to the
   node's ``on_error`` or to the dead-letter record; if the node's task dies,
   what it produced is sent and the rest of its batch is put back at the head
-  of its channel for the restarted task.
+  of its channel for the restarted task. A concurrent node that dies while it
+  settles its calls before a barrier puts the barrier back too, behind the
+  inputs put back (they came before it): the restarted task processes them
+  with the old version, then acts on the barrier.
 
 The runner sees the topology only through :class:`NodeHost`. Its processing
 is its kernel's strategy filling one :class:`~hotplumb._kernel.Outputs`
@@ -429,21 +432,24 @@ class Runner:
                             continue
                         out = self._start(message, channel)
                         kernel = self.kernel
-                        try:
-                            if kernel.synchronous:
-                                kernel.process(kernel, self, out)
-                            else:
-                                await kernel.process(kernel, self, out)
-                        except Crash:
-                            await self._crashed()
-                            raise
+                        if kernel.synchronous:
+                            kernel.process(kernel, self, out)
+                        else:
+                            await kernel.process(kernel, self, out)
                         await self.send(out)
                         self._settle(out)
                     elif type(message) is Barrier:
                         if self.window is not None:
                             # The node switches only once every input in flight
                             # has settled.
-                            await self._settle_all()
+                            try:
+                                await self._settle_all()
+                            except Crash:
+                                # The barrier goes back first: the inputs in
+                                # flight, put back by _crashed, go ahead of it,
+                                # and the restarted task acts on it after them.
+                                channel.push_front(message)
+                                raise
                         inputs = self.node.inputs
                         if receive(self, self.aligner, message, channel):
                             return
@@ -453,6 +459,7 @@ class Runner:
                     else:  # pragma: no cover - only batches and barriers are ever sent
                         raise AssertionError(f"unexpected message {message!r}")
                 except Crash as crash:
+                    await self._crashed()
                     await self._record_death(crash.error)
                     lingered = False
         finally:
@@ -553,7 +560,7 @@ class Runner:
         self.hungry = not self.busy and self.sending is None
 
     async def _crashed(self) -> None:
-        """The task dies: send what was produced, put back what was not settled.
+        """The task dies (a :class:`Crash`): send what was produced, put back what was not settled.
 
         The restarted task takes the unsettled inputs again (and counts them
         again); inputs whose calls were in flight are processed again.
@@ -652,19 +659,15 @@ class Runner:
                     raise
                 error = exc
         calls.popleft()
-        try:
-            if error is not None:
-                out.fail(out.settled, error)
-            elif self.kernel.mode is Mode.ASYNC_GENERATOR:
-                out.add_many(result, parents)
-            elif result is SKIP or type(result) is Emission:
-                out.add(result)
-            else:  # a plain output: Outputs.add's common case, inline
-                out.results.append(result)
-                out.settled += 1
-        except Crash:
-            await self._crashed()
-            raise
+        if error is not None:
+            out.fail(out.settled, error)  # a Crash here: the node's loop calls _crashed
+        elif self.kernel.mode is Mode.ASYNC_GENERATOR:
+            out.add_many(result, parents)
+        elif result is SKIP or type(result) is Emission:
+            out.add(result)
+        else:  # a plain output: Outputs.add's common case, inline
+            out.results.append(result)
+            out.settled += 1
         done = out.settled == len(out.batch.values)
         if (
             done
