@@ -533,6 +533,42 @@ async def test_a_crash_while_settling_before_a_barrier_keeps_the_barrier() -> No
     assert (stats.received, stats.emitted, stats.failed, stats.in_progress) == (14, 13, 1, 0)
 
 
+async def test_a_call_that_raises_as_it_is_cancelled_leaves_no_unretrieved_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Item 0 (the oldest, which the node waits for) stops as asked; items 1 and
+    # 2, cancelled with it at close, raise instead.
+    started: set[int] = set()
+    stopped = asyncio.Event()
+
+    async def stubborn(x: int) -> int:
+        started.add(x)
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            if x == 0:
+                raise
+            stopped.set()
+            raise ValueError(f"{x} broke while it was stopped") from None
+        return x  # pragma: no cover
+
+    graph, received = chain(stubborn, concurrency=3)
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        async with hp.run(graph) as topo:
+            await topo.inject_many("in", range(5))
+            await wait_until(lambda: len(started) == 3)
+            await wait_all_tasks_blocked()
+            async with asyncio.timeout(5):
+                report = await topo.close(drain=False)
+                await stopped.wait()
+                await wait_all_tasks_blocked()
+        gc.collect()
+    assert sorted(d.origin for d in report.undelivered) == list(range(5))
+    assert received == []
+    assert len(topo.errors) == 0
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+
+
 # -- executors -------------------------------------------------------------------------
 
 

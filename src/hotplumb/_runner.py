@@ -146,13 +146,25 @@ class Window:
         self.calls: deque[tuple[Outputs, tuple[Datum, ...], asyncio.Task[Any]]] = deque()
 
     def cancel(self) -> None:
-        """Cancel every call in flight (their inputs are put back or reported)."""
+        """Cancel every call in flight (their inputs are put back or reported).
+
+        Each call's outcome is retrieved, now or when it ends: a call may end
+        with an error of its own rather than the cancellation (its coroutine
+        catches CancelledError and raises), and nobody settles it any more.
+        """
         while self.calls:
             task = self.calls.pop()[2]
             if not task.done():
                 task.cancel()
-            elif not task.cancelled():
-                task.exception()  # retrieved: its input is put back, not lost
+                task.add_done_callback(_retrieve)
+            else:
+                _retrieve(task)  # its input is put back, not lost
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark the outcome of a call nobody settles as retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
