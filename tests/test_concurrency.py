@@ -569,6 +569,45 @@ async def test_a_call_that_raises_as_it_is_cancelled_leaves_no_unretrieved_error
     assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
 
 
+# Python 3.12+: marks a plain callable as an async one (iscoroutinefunction says so).
+_mark_async: Callable[[Callable[..., Any]], Callable[..., Any]] | None = getattr(
+    inspect, "markcoroutinefunction", None
+)
+_needs_mark = pytest.mark.skipif(_mark_async is None, reason="inspect.markcoroutinefunction: 3.12+")
+
+
+class _Later:
+    """An awaitable that is not a coroutine: it gives ``value`` after one step."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __await__(self) -> Any:
+        yield None
+        return self.value
+
+
+@_needs_mark
+async def test_a_concurrent_callable_may_return_any_awaitable() -> None:
+    assert _mark_async is not None
+    loop = asyncio.get_running_loop()
+
+    def futures(x: int) -> Any:
+        if x % 2:
+            return _Later(10 * x)
+        future = loop.create_future()
+        loop.call_soon(future.set_result, 10 * x)
+        return future
+
+    graph, received = chain(_mark_async(futures), concurrency=3)
+    async with asyncio.timeout(5), hp.run(graph) as topo:
+        await topo.inject_many("in", range(8))
+        await topo.drain()
+        stats = topo.statistics()["f"]
+    assert [d.value for d in received] == [10 * x for x in range(8)]
+    assert (stats.received, stats.emitted, stats.failed) == (8, 8, 0)
+
+
 # -- executors -------------------------------------------------------------------------
 
 

@@ -54,7 +54,7 @@ from hotplumb._format import exception_text
 from hotplumb._node import SKIP, Node, Pool, identity
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Hashable, Iterator, Sequence
+    from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 
     from hotplumb._channel import Channel
     from hotplumb._clock import Clock
@@ -69,6 +69,7 @@ __all__ = [
     "Outputs",
     "Processor",
     "await_each",
+    "awaited",
     "build_kernel",
     "call_each",
     "call_one",
@@ -536,6 +537,17 @@ async def await_each(kernel: Kernel, node: Processor, out: Outputs) -> None:
                     await node.send(out)
                     due = out.sent_at + LATENCY
                 break
+
+
+async def awaited(awaitable: Awaitable[Any]) -> Any:
+    """Await ``awaitable``: a coroutine for a task to run, made of any awaitable.
+
+    An ``async def`` callable's call is a coroutine, but a callable marked as
+    one (``inspect.markcoroutinefunction``) may return a future or any other
+    awaitable; what is not awaitable raises :class:`TypeError` here, as the
+    error of that input.
+    """
+    return await awaitable
 
 
 async def call_one(kernel: Kernel, node: Processor, args: tuple[Any, ...]) -> Any:

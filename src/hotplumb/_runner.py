@@ -28,6 +28,7 @@ is its kernel's strategy filling one :class:`~hotplumb._kernel.Outputs`
 from __future__ import annotations
 
 import asyncio
+import types
 from collections import deque
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, Protocol
@@ -42,6 +43,7 @@ from hotplumb._kernel import (
     Mode,
     Outputs,
     await_each,
+    awaited,
     call_one,
     ends_task,
     prepare_call,
@@ -619,8 +621,11 @@ class Runner:
         kernel = self.kernel
         # The common case: an async def of the value, no timeout. Calling it
         # only makes its coroutine (a bad argument raises at once, running none
-        # of its code), and the task runs that coroutine as it is.
+        # of its code), and the task runs that coroutine as it is. A callable
+        # only marked as async may return another awaitable: a coroutine
+        # awaits it.
         direct = kernel.process is await_each
+        coroutine = types.CoroutineType
         fn = kernel.fn
         calls, size = window.calls, window.size
         create_task = asyncio.get_running_loop().create_task
@@ -637,6 +642,9 @@ class Runner:
                         raise
                     # Made again inside call_one, whose task records the error in order.
                     call = call_one(kernel, self, (values[index],))
+                else:
+                    if type(call) is not coroutine:
+                        call = awaited(call)
             else:
                 args, parents = prepare_call(kernel, self, out, index)
                 call = call_one(kernel, self, args)
