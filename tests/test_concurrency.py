@@ -608,6 +608,32 @@ async def test_a_concurrent_callable_may_return_any_awaitable() -> None:
     assert (stats.received, stats.emitted, stats.failed) == (8, 8, 0)
 
 
+@_needs_mark
+async def test_a_concurrent_callable_that_raises_when_called_is_called_once() -> None:
+    assert _mark_async is not None
+    calls: Counter[int] = Counter()
+
+    async def double(x: int) -> int:
+        return 2 * x
+
+    def eager(x: int) -> Any:
+        calls[x] += 1
+        if x % 3 == 0:
+            raise ValueError(f"{x} refused on call {calls[x]}")
+        return double(x)
+
+    graph, received = chain(_mark_async(eager), concurrency=2)
+    async with asyncio.timeout(5), hp.run(graph) as topo:
+        await topo.inject_many("in", range(9))
+        await topo.drain()
+    assert calls == dict.fromkeys(range(9), 1)
+    assert [d.value for d in received] == [2 * x for x in range(9) if x % 3]
+    assert [d.origin for d in topo.errors] == [0, 3, 6]
+    for failed in topo.errors:
+        assert failed.error is not None
+        assert str(failed.error.exception) == f"{failed.value} refused on call 1"
+
+
 # -- executors -------------------------------------------------------------------------
 
 

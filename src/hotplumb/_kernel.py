@@ -76,6 +76,7 @@ __all__ = [
     "deliver_batch",
     "deliver_batch_async",
     "ends_task",
+    "failing",
     "map_each",
     "pass_through",
     "prepare_call",
@@ -548,6 +549,16 @@ async def awaited(awaitable: Awaitable[Any]) -> Any:
     error of that input.
     """
     return await awaitable
+
+
+async def failing(error: BaseException) -> Any:
+    """Raise ``error``: a call that failed when it was made, as a coroutine for its task.
+
+    A concurrent node settles its calls in order through their tasks; a call
+    that raised before returning its awaitable fails its input in that order
+    too, with its own error, without being called again.
+    """
+    raise error
 
 
 async def call_one(kernel: Kernel, node: Processor, args: tuple[Any, ...]) -> Any:

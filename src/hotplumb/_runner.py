@@ -46,6 +46,7 @@ from hotplumb._kernel import (
     awaited,
     call_one,
     ends_task,
+    failing,
     prepare_call,
 )
 from hotplumb._node import SKIP
@@ -133,7 +134,9 @@ class Window:
 
     Each call runs in a task of its own: for an ``async def`` of the value
     with no timeout, the task runs the callable's own coroutine, with nothing
-    wrapped around it; otherwise it runs :func:`~hotplumb._kernel.call_one`.
+    wrapped around it (or :func:`~hotplumb._kernel.awaited` of another
+    awaitable it returned, or :func:`~hotplumb._kernel.failing` of the error
+    it raised when called); otherwise it runs :func:`~hotplumb._kernel.call_one`.
     A call's result or exception stays in its task until the runner settles
     it. The runner owns the tasks (it cancels them when its task ends) and
     settles them in the order they started, so the node's outputs leave in
@@ -620,10 +623,11 @@ class Runner:
         out = self._start(batch, channel)
         kernel = self.kernel
         # The common case: an async def of the value, no timeout. Calling it
-        # only makes its coroutine (a bad argument raises at once, running none
-        # of its code), and the task runs that coroutine as it is. A callable
-        # only marked as async may return another awaitable: a coroutine
-        # awaits it.
+        # only makes its coroutine, and the task runs that coroutine as it is.
+        # A call that raises at once (a bad argument, or a callable only marked
+        # as async that runs code when called) is not made again: its task
+        # raises that error, so its input fails in order. A callable only
+        # marked as async may return another awaitable: a coroutine awaits it.
         direct = kernel.process is await_each
         coroutine = types.CoroutineType
         fn = kernel.fn
@@ -640,8 +644,7 @@ class Runner:
                 except BaseException as exc:
                     if ends_task(exc):
                         raise
-                    # Made again inside call_one, whose task records the error in order.
-                    call = call_one(kernel, self, (values[index],))
+                    call = failing(exc)
                 else:
                     if type(call) is not coroutine:
                         call = awaited(call)
