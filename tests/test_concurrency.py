@@ -634,6 +634,33 @@ async def test_a_concurrent_callable_that_raises_when_called_is_called_once() ->
         assert str(failed.error.exception) == f"{failed.value} refused on call 1"
 
 
+async def test_closing_stops_a_node_whose_awaited_call_raises_as_it_is_cancelled() -> None:
+    # The node waits for item 0 when the topology closes: the call turns the
+    # cancellation into an error of its own, which must not stop the node's
+    # task from ending (nor be taken for a failure of item 0).
+    started: set[int] = set()
+
+    async def stubborn(x: int) -> int:
+        started.add(x)
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise ValueError(f"{x} broke while it was stopped") from None
+        return x  # pragma: no cover
+
+    graph, received = chain(stubborn, concurrency=3)
+    async with hp.run(graph) as topo:
+        await topo.inject_many("in", range(5))
+        await wait_until(lambda: len(started) == 3)
+        await wait_all_tasks_blocked()
+        async with asyncio.timeout(5):
+            report = await topo.close(drain=False)
+    assert sorted(d.origin for d in report.undelivered) == list(range(5))
+    assert received == []
+    assert len(topo.errors) == 0
+    assert started == {0, 1, 2}
+
+
 # -- executors -------------------------------------------------------------------------
 
 

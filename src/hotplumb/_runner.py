@@ -28,6 +28,7 @@ is its kernel's strategy filling one :class:`~hotplumb._kernel.Outputs`
 from __future__ import annotations
 
 import asyncio
+import functools
 import types
 from collections import deque
 from concurrent.futures import Executor
@@ -173,6 +174,12 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _expire_after(waiter: asyncio.Future[None], call: asyncio.Future[Any]) -> None:
+    """A call's done callback: ``waiter`` is done too."""
     if not waiter.done():
         waiter.set_result(None)
 
@@ -659,28 +666,21 @@ class Runner:
         assert window is not None
         calls = window.calls
         out, parents, task = calls[0]
+        if not task.done():
+            await self._wait_for(task)
         error: BaseException | None = None
         result: Any = None
-        if task.done():
-            if task.cancelled():
-                try:
-                    task.result()  # the call's own CancelledError: a data error
-                except asyncio.CancelledError as exc:
-                    error = exc
-            else:
-                error = task.exception()
-                if error is None:
-                    result = task.result()
-                elif ends_task(error):
-                    raise error
-        else:
+        if task.cancelled():
             try:
-                # Cancelling the runner here cancels the call too: it ends with it.
-                result = await task
-            except BaseException as exc:
-                if ends_task(exc):
-                    raise
+                task.result()  # the call's own CancelledError: a data error
+            except asyncio.CancelledError as exc:
                 error = exc
+        else:
+            error = task.exception()
+            if error is None:
+                result = task.result()
+            elif ends_task(error):
+                raise error
         calls.popleft()
         if error is not None:
             out.fail(out.settled, error)  # a Crash here: the node's loop calls _crashed
@@ -702,6 +702,23 @@ class Runner:
             await self.send(out)
             if done:
                 self._settle(out)
+
+    async def _wait_for(self, call: asyncio.Task[Any]) -> None:
+        """Wait until ``call`` has ended, without awaiting its task.
+
+        Awaiting the task would pass the runner's own cancellation into the
+        call, whose coroutine may turn it into a result or an error of its
+        own: the runner would take that for the call's outcome and go on,
+        its cancellation lost. So the runner waits on a future of its own,
+        and its calls are cancelled only by :meth:`Window.cancel`.
+        """
+        waiter = asyncio.get_running_loop().create_future()
+        release = functools.partial(_expire_after, waiter)
+        call.add_done_callback(release)
+        try:
+            await waiter
+        finally:
+            call.remove_done_callback(release)
 
     async def _settle_all(self) -> None:
         """Wait until every call in flight has settled and its outputs are sent."""
