@@ -661,6 +661,30 @@ async def test_closing_stops_a_node_whose_awaited_call_raises_as_it_is_cancelled
     assert started == {0, 1, 2}
 
 
+async def test_input_arriving_while_a_call_is_in_flight_starts_at_once() -> None:
+    clock = FakeClock()
+    starts: dict[int, float] = {}
+    delays = {0: 10.0, 1: 1.0, 2: 1.0}
+
+    async def work(x: int) -> int:
+        starts[x] = clock.now()
+        await clock.sleep_until(clock.now() + delays[x])
+        return x
+
+    graph, received = chain(work, concurrency=3)
+    async with asyncio.timeout(30), hp.run(graph, clock=clock) as topo:
+        await topo.inject("in", 0)
+        await clock.advance(1.0)
+        await topo.inject("in", 1)  # the window has room: 1 starts while 0 runs
+        await clock.advance(1.0)
+        await topo.inject("in", 2)
+        await wait_all_tasks_blocked()
+        assert starts == {0: 0.0, 1: 1.0, 2: 2.0}
+        await clock.drive(topo.drain())
+    assert [d.value for d in received] == [0, 1, 2]  # still in input order
+    assert clock.now() == 10.0
+
+
 # -- executors -------------------------------------------------------------------------
 
 

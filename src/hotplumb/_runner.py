@@ -430,9 +430,16 @@ class Runner:
                 try:
                     message, channel = self._take()
                     if channel is None:
-                        if self.window is not None and self.window.calls:
-                            # Nothing new: finish what is in flight.
-                            await self._settle_oldest()
+                        window = self.window
+                        if window is not None and window.calls:
+                            # Nothing new: settle the oldest call if it has
+                            # ended, else wait for it or for input, whichever
+                            # comes first (the window has room for more).
+                            oldest = window.calls[0][2]
+                            if oldest.done():
+                                await self._settle_oldest()
+                            else:
+                                await self._wait_for(oldest, wake=True)
                             continue
                         if lingered:
                             return  # idle: the task ends; wake() starts a new one
@@ -703,8 +710,8 @@ class Runner:
             if done:
                 self._settle(out)
 
-    async def _wait_for(self, call: asyncio.Task[Any]) -> None:
-        """Wait until ``call`` has ended, without awaiting its task.
+    async def _wait_for(self, call: asyncio.Task[Any], wake: bool = False) -> None:
+        """Wait until ``call`` has ended (or, with ``wake``, input arrives), without awaiting it.
 
         Awaiting the task would pass the runner's own cancellation into the
         call, whose coroutine may turn it into a result or an error of its
@@ -715,9 +722,13 @@ class Runner:
         waiter = asyncio.get_running_loop().create_future()
         release = functools.partial(_expire_after, waiter)
         call.add_done_callback(release)
+        if wake:
+            self._waiter = waiter  # what wake() releases
         try:
             await waiter
         finally:
+            if wake:
+                self._waiter = None
             call.remove_done_callback(release)
 
     async def _settle_all(self) -> None:
