@@ -685,6 +685,67 @@ async def test_input_arriving_while_a_call_is_in_flight_starts_at_once() -> None
     assert clock.now() == 10.0
 
 
+async def test_calls_cancelled_by_a_crash_end_before_the_restarted_task_starts_more() -> None:
+    clock = FakeClock()
+    calls: Counter[int] = Counter()
+    gauge = Gauge()
+
+    async def work(x: int) -> int:
+        calls[x] += 1
+        gauge.enter()
+        try:
+            await clock.sleep_until(clock.now() + 1.0 + x % 3)
+        except asyncio.CancelledError:
+            await clock.sleep_until(clock.now() + 0.5)  # tidying up takes a while
+            raise
+        finally:
+            gauge.leave()
+        if x == 5 and calls[x] == 1:
+            raise ValueError("first call of 5 fails")
+        return x
+
+    def broken(d: hp.Datum) -> Any:
+        raise RuntimeError("handler broke")
+
+    graph, received = chain(work, concurrency=4, on_error=broken)
+    restart = hp.RestartPolicy(max_restarts=3)
+    async with asyncio.timeout(30), hp.run(graph, clock=clock, restart=restart) as topo:
+        await topo.inject_many("in", range(12))
+        await clock.drive(topo.drain())
+        stats = topo.statistics()["f"]
+    assert stats.restarts == 1
+    assert [d.value for d in received] == [x for x in range(12) if x != 5]
+    assert gauge.peak == 4
+
+
+async def test_closing_waits_for_the_cancelled_calls_to_end() -> None:
+    clock = FakeClock()
+    gauge = Gauge()
+    started = asyncio.Event()
+
+    async def work(x: int) -> int:
+        gauge.enter()
+        try:
+            started.set()
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await clock.sleep_until(clock.now() + 0.5)  # tidying up takes a while
+            raise
+        finally:
+            gauge.leave()
+        return x  # pragma: no cover
+
+    graph, _ = chain(work, concurrency=3)
+    async with asyncio.timeout(30), hp.run(graph, clock=clock) as topo:
+        await topo.inject_many("in", range(5))
+        await started.wait()
+        await wait_all_tasks_blocked()
+        assert gauge.active == 3
+        report = await clock.drive(topo.close(drain=False))
+        assert gauge.active == 0  # the calls had ended when close returned
+    assert sorted(d.origin for d in report.undelivered) == list(range(5))
+
+
 # -- executors -------------------------------------------------------------------------
 
 

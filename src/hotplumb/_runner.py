@@ -68,6 +68,11 @@ __all__ = ["Crash", "NodeHost", "Runner", "Window"]
 # Seconds an idle node's task waits for more input before it ends.
 _LINGER = 0.05
 
+# Seconds a node's task waits at most for its cancelled calls to end, after a
+# crash or when it is stopped (real time, like _LINGER: a call that ignores its
+# cancellation must not hold up a restart or a close for ever).
+_UNWIND = 1.0
+
 
 class NodeHost(Protocol):
     """What a running node needs of its topology."""
@@ -165,6 +170,20 @@ class Window:
                 task.add_done_callback(_retrieve)
             else:
                 _retrieve(task)  # its input is put back, not lost
+
+    async def stop(self) -> None:
+        """Cancel every call in flight and wait until they have ended.
+
+        A call may take a while to end once cancelled (its coroutine tidies
+        up): until it has, it is still in flight, and a restarted task must
+        not start more beside it. The wait is bounded by ``_UNWIND`` real
+        seconds; cancelling the waiting task ends the wait (the calls stay
+        cancelled, and their outcomes are retrieved when they end).
+        """
+        running = [task for _, _, task in self.calls if not task.done()]
+        self.cancel()
+        if running:
+            await asyncio.wait(running, timeout=_UNWIND)
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:
@@ -494,13 +513,19 @@ class Runner:
                     await self._record_death(crash.error)
                     lingered = False
         finally:
-            # Synchronous with the loop's last look at its inputs: a message
-            # that arrives after this starts a new task.
-            self.task = None
-            if self.window is not None:
-                self.window.cancel()  # the task was cancelled: its calls go with it
-            if self.gone:
-                self._unlink()
+            try:
+                window = self.window
+                if window is not None and window.calls:
+                    # The task was cancelled or failed (it ends with no call in
+                    # flight otherwise): its calls go with it, and have ended
+                    # before another task of this node can start.
+                    await window.stop()
+            finally:
+                # Synchronous with the loop's last look at its inputs: a
+                # message that arrives after this starts a new task.
+                self.task = None
+                if self.gone:
+                    self._unlink()
 
     async def _record_death(self, error: BaseException) -> None:
         policy = self.node.restart or self._host.restart
@@ -598,7 +623,7 @@ class Runner:
         """
         window = self.window
         if window is not None:
-            window.cancel()
+            await window.stop()  # before the restarted task starts any
         for out in reversed(self.busy):
             rest = out.batch.tail(out.settled)
             if rest.values:
