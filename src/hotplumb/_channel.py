@@ -84,9 +84,9 @@ class Channel(Protocol):
             protocol changes it (:meth:`resize`) when it installs a change.
         size: Items it holds now.
         closed: Whether it refuses data (sealed or closed).
-        empty: Whether no message waits (``not channel``, read as a plain
-            attribute: a producer asks after every input while it waits to
-            send early).
+        empty: Whether no message waits (``not channel``): a read-only
+            property, which :class:`MemoryChannel` keeps as a plain attribute
+            (a producer asks after every input while it waits to send early).
     """
 
     producer: Hashable | None
