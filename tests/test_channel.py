@@ -237,6 +237,21 @@ async def test_push_front_puts_a_batch_at_the_head_and_counts_it() -> None:
     assert ch.take().values == [9]
 
 
+async def test_push_front_puts_a_control_message_back_without_counting_it() -> None:
+    ch = channel(4)
+    mark = object()
+    await ch.put(batch(1))
+    ch.push_front(mark)
+    ch.push_front(batch(0))  # what came before the message goes back ahead of it
+    assert ch.size == 2
+    assert values(drain(ch)) == [[0], mark, [1]]
+    ch.push_front(mark)  # into an empty channel
+    assert not ch.empty
+    assert ch.size == 0
+    assert ch.take() is mark
+    assert ch.empty
+
+
 # 4. no silent loss ---------------------------------------------------------------------
 
 

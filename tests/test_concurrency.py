@@ -483,6 +483,269 @@ async def test_a_crash_with_calls_in_flight_loses_nothing() -> None:
     assert gauge.peak == 4
 
 
+async def test_a_crash_while_settling_before_a_barrier_keeps_the_barrier() -> None:
+    """The window settles before the node acts on a barrier; if ``on_error``
+    raises then, the barrier goes back behind the inputs put back, so the
+    restarted task finishes them with the old version and then switches.
+    """
+    clock = FakeClock()
+    received: list[hp.Datum] = []
+    starts: list[tuple[int, int]] = []  # (version, item)
+
+    def version(v: int) -> Callable[[int], Any]:
+        async def work(x: int) -> tuple[int, int]:
+            starts.append((v, x))
+            await clock.sleep_until(clock.now() + 1.0 + x % 2)
+            if x == 8:
+                raise ValueError("8 fails")
+            return (x, v)
+
+        return work
+
+    def broken(d: hp.Datum) -> Any:
+        raise RuntimeError("handler broke")
+
+    def graph(v: int) -> hp.Graph:
+        return hp.Graph(
+            {
+                "in": hp.Node(),
+                "f": hp.Node(version(v), inputs=["in"], concurrency=3, on_error=broken),
+                "out": hp.sink(received.append, inputs=["f"]),
+            }
+        )
+
+    restart = hp.RestartPolicy(max_restarts=3)
+    async with asyncio.timeout(30), hp.run(graph(1), clock=clock, restart=restart) as topo:
+        # One batch of 0-9: items 7, 8 and 9 are in the window when the barrier
+        # is taken, and 8 fails while the window settles.
+        await topo.inject_many("in", range(10))
+        await clock.drive(topo.apply(graph(2)))
+        await topo.inject_many("in", range(10, 14))
+        await clock.drive(topo.drain())
+        stats = topo.statistics()["f"]
+    assert [d.value for d in received] == [(x, 1) for x in range(10) if x != 8] + [
+        (x, 2) for x in range(10, 14)
+    ]
+    assert [d.origin for d in topo.errors] == [8]
+    assert stats.restarts == 1
+    assert all(v == 1 for v, x in starts if x < 10)
+    assert all(v == 2 for v, x in starts if x >= 10)
+    assert (stats.received, stats.emitted, stats.failed, stats.in_progress) == (14, 13, 1, 0)
+
+
+async def test_a_call_that_raises_as_it_is_cancelled_leaves_no_unretrieved_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Item 0 (the oldest, which the node waits for) stops as asked; items 1 and
+    # 2, cancelled with it at close, raise instead.
+    started: set[int] = set()
+    stopped = asyncio.Event()
+
+    async def stubborn(x: int) -> int:
+        started.add(x)
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            if x == 0:
+                raise
+            stopped.set()
+            raise ValueError(f"{x} broke while it was stopped") from None
+        return x  # pragma: no cover
+
+    graph, received = chain(stubborn, concurrency=3)
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        async with hp.run(graph) as topo:
+            await topo.inject_many("in", range(5))
+            await wait_until(lambda: len(started) == 3)
+            await wait_all_tasks_blocked()
+            async with asyncio.timeout(5):
+                report = await topo.close(drain=False)
+                await stopped.wait()
+                await wait_all_tasks_blocked()
+        gc.collect()
+    assert sorted(d.origin for d in report.undelivered) == list(range(5))
+    assert received == []
+    assert len(topo.errors) == 0
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+
+
+# Python 3.12+: marks a plain callable as an async one (iscoroutinefunction says so).
+_mark_async: Callable[[Callable[..., Any]], Callable[..., Any]] | None = getattr(
+    inspect, "markcoroutinefunction", None
+)
+_needs_mark = pytest.mark.skipif(_mark_async is None, reason="inspect.markcoroutinefunction: 3.12+")
+
+
+class _Later:
+    """An awaitable that is not a coroutine: it gives ``value`` after one step."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __await__(self) -> Any:
+        yield None
+        return self.value
+
+
+@_needs_mark
+async def test_a_concurrent_callable_may_return_any_awaitable() -> None:
+    assert _mark_async is not None
+    loop = asyncio.get_running_loop()
+
+    def futures(x: int) -> Any:
+        if x % 2:
+            return _Later(10 * x)
+        future = loop.create_future()
+        loop.call_soon(future.set_result, 10 * x)
+        return future
+
+    graph, received = chain(_mark_async(futures), concurrency=3)
+    async with asyncio.timeout(5), hp.run(graph) as topo:
+        await topo.inject_many("in", range(8))
+        await topo.drain()
+        stats = topo.statistics()["f"]
+    assert [d.value for d in received] == [10 * x for x in range(8)]
+    assert (stats.received, stats.emitted, stats.failed) == (8, 8, 0)
+
+
+@_needs_mark
+async def test_a_concurrent_callable_that_raises_when_called_is_called_once() -> None:
+    assert _mark_async is not None
+    calls: Counter[int] = Counter()
+
+    async def double(x: int) -> int:
+        return 2 * x
+
+    def eager(x: int) -> Any:
+        calls[x] += 1
+        if x % 3 == 0:
+            raise ValueError(f"{x} refused on call {calls[x]}")
+        return double(x)
+
+    graph, received = chain(_mark_async(eager), concurrency=2)
+    async with asyncio.timeout(5), hp.run(graph) as topo:
+        await topo.inject_many("in", range(9))
+        await topo.drain()
+    assert calls == dict.fromkeys(range(9), 1)
+    assert [d.value for d in received] == [2 * x for x in range(9) if x % 3]
+    assert [d.origin for d in topo.errors] == [0, 3, 6]
+    for failed in topo.errors:
+        assert failed.error is not None
+        assert str(failed.error.exception) == f"{failed.value} refused on call 1"
+
+
+async def test_closing_stops_a_node_whose_awaited_call_raises_as_it_is_cancelled() -> None:
+    # The node waits for item 0 when the topology closes: the call turns the
+    # cancellation into an error of its own, which must not stop the node's
+    # task from ending (nor be taken for a failure of item 0).
+    started: set[int] = set()
+
+    async def stubborn(x: int) -> int:
+        started.add(x)
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise ValueError(f"{x} broke while it was stopped") from None
+        return x  # pragma: no cover
+
+    graph, received = chain(stubborn, concurrency=3)
+    async with hp.run(graph) as topo:
+        await topo.inject_many("in", range(5))
+        await wait_until(lambda: len(started) == 3)
+        await wait_all_tasks_blocked()
+        async with asyncio.timeout(5):
+            report = await topo.close(drain=False)
+    assert sorted(d.origin for d in report.undelivered) == list(range(5))
+    assert received == []
+    assert len(topo.errors) == 0
+    assert started == {0, 1, 2}
+
+
+async def test_input_arriving_while_a_call_is_in_flight_starts_at_once() -> None:
+    clock = FakeClock()
+    starts: dict[int, float] = {}
+    delays = {0: 10.0, 1: 1.0, 2: 1.0}
+
+    async def work(x: int) -> int:
+        starts[x] = clock.now()
+        await clock.sleep_until(clock.now() + delays[x])
+        return x
+
+    graph, received = chain(work, concurrency=3)
+    async with asyncio.timeout(30), hp.run(graph, clock=clock) as topo:
+        await topo.inject("in", 0)
+        await clock.advance(1.0)
+        await topo.inject("in", 1)  # the window has room: 1 starts while 0 runs
+        await clock.advance(1.0)
+        await topo.inject("in", 2)
+        await wait_all_tasks_blocked()
+        assert starts == {0: 0.0, 1: 1.0, 2: 2.0}
+        await clock.drive(topo.drain())
+    assert [d.value for d in received] == [0, 1, 2]  # still in input order
+    assert clock.now() == 10.0
+
+
+async def test_calls_cancelled_by_a_crash_end_before_the_restarted_task_starts_more() -> None:
+    clock = FakeClock()
+    calls: Counter[int] = Counter()
+    gauge = Gauge()
+
+    async def work(x: int) -> int:
+        calls[x] += 1
+        gauge.enter()
+        try:
+            await clock.sleep_until(clock.now() + 1.0 + x % 3)
+        except asyncio.CancelledError:
+            await clock.sleep_until(clock.now() + 0.5)  # tidying up takes a while
+            raise
+        finally:
+            gauge.leave()
+        if x == 5 and calls[x] == 1:
+            raise ValueError("first call of 5 fails")
+        return x
+
+    def broken(d: hp.Datum) -> Any:
+        raise RuntimeError("handler broke")
+
+    graph, received = chain(work, concurrency=4, on_error=broken)
+    restart = hp.RestartPolicy(max_restarts=3)
+    async with asyncio.timeout(30), hp.run(graph, clock=clock, restart=restart) as topo:
+        await topo.inject_many("in", range(12))
+        await clock.drive(topo.drain())
+        stats = topo.statistics()["f"]
+    assert stats.restarts == 1
+    assert [d.value for d in received] == [x for x in range(12) if x != 5]
+    assert gauge.peak == 4
+
+
+async def test_closing_waits_for_the_cancelled_calls_to_end() -> None:
+    clock = FakeClock()
+    gauge = Gauge()
+    started = asyncio.Event()
+
+    async def work(x: int) -> int:
+        gauge.enter()
+        try:
+            started.set()
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await clock.sleep_until(clock.now() + 0.5)  # tidying up takes a while
+            raise
+        finally:
+            gauge.leave()
+        return x  # pragma: no cover
+
+    graph, _ = chain(work, concurrency=3)
+    async with asyncio.timeout(30), hp.run(graph, clock=clock) as topo:
+        await topo.inject_many("in", range(5))
+        await started.wait()
+        await wait_all_tasks_blocked()
+        assert gauge.active == 3
+        report = await clock.drive(topo.close(drain=False))
+        assert gauge.active == 0  # the calls had ended when close returned
+    assert sorted(d.origin for d in report.undelivered) == list(range(5))
+
+
 # -- executors -------------------------------------------------------------------------
 
 

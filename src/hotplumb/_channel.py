@@ -84,9 +84,9 @@ class Channel(Protocol):
             protocol changes it (:meth:`resize`) when it installs a change.
         size: Items it holds now.
         closed: Whether it refuses data (sealed or closed).
-        empty: Whether no message waits (``not channel``, read as a plain
-            attribute: a producer asks after every input while it waits to
-            send early).
+        empty: Whether no message waits (``not channel``): a read-only
+            property, which :class:`MemoryChannel` keeps as a plain attribute
+            (a producer asks after every input while it waits to send early).
     """
 
     producer: Hashable | None
@@ -121,8 +121,11 @@ class Channel(Protocol):
     def take(self) -> Any:
         """Remove and return the oldest message; the channel must not be empty."""
 
-    def push_front(self, batch: Batch) -> None:
-        """Put ``batch`` back at the head (a restarted consumer takes it first)."""
+    def push_front(self, message: object) -> None:
+        """Put ``message``, a batch or a control message, back at the head.
+
+        A restarted consumer takes it first.
+        """
 
     def __bool__(self) -> bool:
         """Whether a message waits to be taken."""
@@ -268,14 +271,18 @@ class MemoryChannel:
         if self._space and self.size < capacity:
             self._wake_putters()
 
-    def push_front(self, batch: Batch) -> None:
-        """Put ``batch`` back at the head (a restarted consumer takes it first)."""
+    def push_front(self, message: object) -> None:
+        """Put ``message``, a batch or a control message, back at the head.
+
+        A restarted consumer takes it first.
+        """
         if self._buffer is None:
             self._buffer = deque()
             self.empty = False
             self._own = None
-        self._buffer.appendleft(batch)
-        self.size += len(batch.values)
+        self._buffer.appendleft(message)
+        if type(message) is Batch:
+            self.size += len(message.values)
 
     def take(self) -> Any:
         """Remove and return the oldest message; the channel must not be empty."""

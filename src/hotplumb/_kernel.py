@@ -54,7 +54,7 @@ from hotplumb._format import exception_text
 from hotplumb._node import SKIP, Node, Pool, identity
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Hashable, Iterator, Sequence
+    from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 
     from hotplumb._channel import Channel
     from hotplumb._clock import Clock
@@ -69,12 +69,14 @@ __all__ = [
     "Outputs",
     "Processor",
     "await_each",
+    "awaited",
     "build_kernel",
     "call_each",
     "call_one",
     "deliver_batch",
     "deliver_batch_async",
     "ends_task",
+    "failing",
     "map_each",
     "pass_through",
     "prepare_call",
@@ -536,6 +538,27 @@ async def await_each(kernel: Kernel, node: Processor, out: Outputs) -> None:
                     await node.send(out)
                     due = out.sent_at + LATENCY
                 break
+
+
+async def awaited(awaitable: Awaitable[Any]) -> Any:
+    """Await ``awaitable``: a coroutine for a task to run, made of any awaitable.
+
+    An ``async def`` callable's call is a coroutine, but a callable marked as
+    one (``inspect.markcoroutinefunction``) may return a future or any other
+    awaitable; what is not awaitable raises :class:`TypeError` here, as the
+    error of that input.
+    """
+    return await awaitable
+
+
+async def failing(error: BaseException) -> Any:
+    """Raise ``error``: a call that failed when it was made, as a coroutine for its task.
+
+    A concurrent node settles its calls in order through their tasks; a call
+    that raised before returning its awaitable fails its input in that order
+    too, with its own error, without being called again.
+    """
+    raise error
 
 
 async def call_one(kernel: Kernel, node: Processor, args: tuple[Any, ...]) -> Any:

@@ -15,7 +15,10 @@ Concurrency rules, which the rest of the runtime relies on:
 * Nothing is dropped silently: a datum whose processing raised goes to the
   node's ``on_error`` or to the dead-letter record; if the node's task dies,
   what it produced is sent and the rest of its batch is put back at the head
-  of its channel for the restarted task.
+  of its channel for the restarted task. A concurrent node that dies while it
+  settles its calls before a barrier puts the barrier back too, behind the
+  inputs put back (they came before it): the restarted task processes them
+  with the old version, then acts on the barrier.
 
 The runner sees the topology only through :class:`NodeHost`. Its processing
 is its kernel's strategy filling one :class:`~hotplumb._kernel.Outputs`
@@ -25,6 +28,8 @@ is its kernel's strategy filling one :class:`~hotplumb._kernel.Outputs`
 from __future__ import annotations
 
 import asyncio
+import functools
+import types
 from collections import deque
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, Protocol
@@ -40,8 +45,10 @@ from hotplumb._kernel import (
     Mode,
     Outputs,
     await_each,
+    awaited,
     call_one,
     ends_task,
+    failing,
     prepare_call,
 )
 from hotplumb._node import SKIP
@@ -61,6 +68,11 @@ __all__ = ["Crash", "NodeHost", "Runner", "Window"]
 
 # Seconds an idle node's task waits for more input before it ends.
 _LINGER = 0.05
+
+# Seconds a node's task waits at most for its cancelled calls to end, after a
+# crash or when it is stopped (real time, like _LINGER: a call that ignores its
+# cancellation must not hold up a restart or a close for ever).
+_UNWIND = 1.0
 
 
 class NodeHost(Protocol):
@@ -129,7 +141,9 @@ class Window:
 
     Each call runs in a task of its own: for an ``async def`` of the value
     with no timeout, the task runs the callable's own coroutine, with nothing
-    wrapped around it; otherwise it runs :func:`~hotplumb._kernel.call_one`.
+    wrapped around it (or :func:`~hotplumb._kernel.awaited` of another
+    awaitable it returned, or :func:`~hotplumb._kernel.failing` of the error
+    it raised when called); otherwise it runs :func:`~hotplumb._kernel.call_one`.
     A call's result or exception stays in its task until the runner settles
     it. The runner owns the tasks (it cancels them when its task ends) and
     settles them in the order they started, so the node's outputs leave in
@@ -144,16 +158,48 @@ class Window:
         self.calls: deque[tuple[Outputs, tuple[Datum, ...], asyncio.Task[Any]]] = deque()
 
     def cancel(self) -> None:
-        """Cancel every call in flight (their inputs are put back or reported)."""
+        """Cancel every call in flight (their inputs are put back or reported).
+
+        Each call's outcome is retrieved, now or when it ends: a call may end
+        with an error of its own rather than the cancellation (its coroutine
+        catches CancelledError and raises), and nobody settles it any more.
+        """
         while self.calls:
             task = self.calls.pop()[2]
             if not task.done():
                 task.cancel()
-            elif not task.cancelled():
-                task.exception()  # retrieved: its input is put back, not lost
+                task.add_done_callback(_retrieve)
+            else:
+                _retrieve(task)  # its input is put back, not lost
+
+    async def stop(self) -> None:
+        """Cancel every call in flight and wait until they have ended.
+
+        A call may take a while to end once cancelled (its coroutine tidies
+        up): until it has, it is still in flight, and a restarted task must
+        not start more beside it. The wait is bounded by ``_UNWIND`` real
+        seconds; cancelling the waiting task ends the wait (the calls stay
+        cancelled, and their outcomes are retrieved when they end).
+        """
+        running = [task for _, _, task in self.calls if not task.done()]
+        self.cancel()
+        if running:
+            await asyncio.wait(running, timeout=_UNWIND)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark the outcome of a call nobody settles as retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _expire_after(waiter: asyncio.Future[None], call: asyncio.Future[Any]) -> None:
+    """A call's done callback: ``waiter`` is done too."""
     if not waiter.done():
         waiter.set_result(None)
 
@@ -405,9 +451,16 @@ class Runner:
                 try:
                     message, channel = self._take()
                     if channel is None:
-                        if self.window is not None and self.window.calls:
-                            # Nothing new: finish what is in flight.
-                            await self._settle_oldest()
+                        window = self.window
+                        if window is not None and window.calls:
+                            # Nothing new: settle the oldest call if it has
+                            # ended, else wait for it or for input, whichever
+                            # comes first (the window has room for more).
+                            oldest = window.calls[0][2]
+                            if oldest.done():
+                                await self._settle_oldest()
+                            else:
+                                await self._wait_for(oldest, wake=True)
                             continue
                         if lingered:
                             return  # idle: the task ends; wake() starts a new one
@@ -438,21 +491,24 @@ class Runner:
                             continue
                         out = self._start(message, channel)
                         kernel = self.kernel
-                        try:
-                            if kernel.synchronous:
-                                kernel.process(kernel, self, out)
-                            else:
-                                await kernel.process(kernel, self, out)
-                        except Crash:
-                            await self._crashed()
-                            raise
+                        if kernel.synchronous:
+                            kernel.process(kernel, self, out)
+                        else:
+                            await kernel.process(kernel, self, out)
                         await self.send(out)
                         self._settle(out)
                     elif type(message) is Barrier:
                         if self.window is not None:
                             # The node switches only once every input in flight
                             # has settled.
-                            await self._settle_all()
+                            try:
+                                await self._settle_all()
+                            except Crash:
+                                # The barrier goes back first: the inputs in
+                                # flight, put back by _crashed, go ahead of it,
+                                # and the restarted task acts on it after them.
+                                channel.push_front(message)
+                                raise
                         inputs = self.node.inputs
                         if receive(self, self.aligner, message, channel):
                             return
@@ -462,16 +518,23 @@ class Runner:
                     else:  # pragma: no cover - only batches and barriers are ever sent
                         raise AssertionError(f"unexpected message {message!r}")
                 except Crash as crash:
+                    await self._crashed()
                     await self._record_death(crash.error)
                     lingered = False
         finally:
-            # Synchronous with the loop's last look at its inputs: a message
-            # that arrives after this starts a new task.
-            self.task = None
-            if self.window is not None:
-                self.window.cancel()  # the task was cancelled: its calls go with it
-            if self.gone:
-                self._unlink()
+            try:
+                window = self.window
+                if window is not None and window.calls:
+                    # The task was cancelled or failed (it ends with no call in
+                    # flight otherwise): its calls go with it, and have ended
+                    # before another task of this node can start.
+                    await window.stop()
+            finally:
+                # Synchronous with the loop's last look at its inputs: a
+                # message that arrives after this starts a new task.
+                self.task = None
+                if self.gone:
+                    self._unlink()
 
     async def _record_death(self, error: BaseException) -> None:
         policy = self.node.restart or self._host.restart
@@ -562,14 +625,14 @@ class Runner:
         self.hungry = not self.busy and self.sending is None
 
     async def _crashed(self) -> None:
-        """The task dies: send what was produced, put back what was not settled.
+        """The task dies (a :class:`Crash`): send what was produced, put back what was not settled.
 
         The restarted task takes the unsettled inputs again (and counts them
         again); inputs whose calls were in flight are processed again.
         """
         window = self.window
         if window is not None:
-            window.cancel()
+            await window.stop()  # before the restarted task starts any
         for out in reversed(self.busy):
             rest = out.batch.tail(out.settled)
             if rest.values:
@@ -608,9 +671,13 @@ class Runner:
         out = self._start(batch, channel)
         kernel = self.kernel
         # The common case: an async def of the value, no timeout. Calling it
-        # only makes its coroutine (a bad argument raises at once, running none
-        # of its code), and the task runs that coroutine as it is.
+        # only makes its coroutine, and the task runs that coroutine as it is.
+        # A call that raises at once (a bad argument, or a callable only marked
+        # as async that runs code when called) is not made again: its task
+        # raises that error, so its input fails in order. A callable only
+        # marked as async may return another awaitable: a coroutine awaits it.
         direct = kernel.process is await_each
+        coroutine = types.CoroutineType
         fn = kernel.fn
         calls, size = window.calls, window.size
         create_task = asyncio.get_running_loop().create_task
@@ -625,8 +692,10 @@ class Runner:
                 except BaseException as exc:
                     if ends_task(exc):
                         raise
-                    # Made again inside call_one, whose task records the error in order.
-                    call = call_one(kernel, self, (values[index],))
+                    call = failing(exc)
+                else:
+                    if type(call) is not coroutine:
+                        call = awaited(call)
             else:
                 args, parents = prepare_call(kernel, self, out, index)
                 call = call_one(kernel, self, args)
@@ -638,42 +707,31 @@ class Runner:
         assert window is not None
         calls = window.calls
         out, parents, task = calls[0]
+        if not task.done():
+            await self._wait_for(task)
         error: BaseException | None = None
         result: Any = None
-        if task.done():
-            if task.cancelled():
-                try:
-                    task.result()  # the call's own CancelledError: a data error
-                except asyncio.CancelledError as exc:
-                    error = exc
-            else:
-                error = task.exception()
-                if error is None:
-                    result = task.result()
-                elif ends_task(error):
-                    raise error
-        else:
+        if task.cancelled():
             try:
-                # Cancelling the runner here cancels the call too: it ends with it.
-                result = await task
-            except BaseException as exc:
-                if ends_task(exc):
-                    raise
+                task.result()  # the call's own CancelledError: a data error
+            except asyncio.CancelledError as exc:
                 error = exc
+        else:
+            error = task.exception()
+            if error is None:
+                result = task.result()
+            elif ends_task(error):
+                raise error
         calls.popleft()
-        try:
-            if error is not None:
-                out.fail(out.settled, error)
-            elif self.kernel.mode is Mode.ASYNC_GENERATOR:
-                out.add_many(result, parents)
-            elif result is SKIP or type(result) is Emission:
-                out.add(result)
-            else:  # a plain output: Outputs.add's common case, inline
-                out.results.append(result)
-                out.settled += 1
-        except Crash:
-            await self._crashed()
-            raise
+        if error is not None:
+            out.fail(out.settled, error)  # a Crash here: the node's loop calls _crashed
+        elif self.kernel.mode is Mode.ASYNC_GENERATOR:
+            out.add_many(result, parents)
+        elif result is SKIP or type(result) is Emission:
+            out.add(result)
+        else:  # a plain output: Outputs.add's common case, inline
+            out.results.append(result)
+            out.settled += 1
         done = out.settled == len(out.batch.values)
         if (
             done
@@ -685,6 +743,27 @@ class Runner:
             await self.send(out)
             if done:
                 self._settle(out)
+
+    async def _wait_for(self, call: asyncio.Task[Any], wake: bool = False) -> None:
+        """Wait until ``call`` has ended (or, with ``wake``, input arrives), without awaiting it.
+
+        Awaiting the task would pass the runner's own cancellation into the
+        call, whose coroutine may turn it into a result or an error of its
+        own: the runner would take that for the call's outcome and go on,
+        its cancellation lost. So the runner waits on a future of its own,
+        and its calls are cancelled only by :meth:`Window.cancel`.
+        """
+        waiter = asyncio.get_running_loop().create_future()
+        release = functools.partial(_expire_after, waiter)
+        call.add_done_callback(release)
+        if wake:
+            self._waiter = waiter  # what wake() releases
+        try:
+            await waiter
+        finally:
+            if wake:
+                self._waiter = None
+            call.remove_done_callback(release)
 
     async def _settle_all(self) -> None:
         """Wait until every call in flight has settled and its outputs are sent."""

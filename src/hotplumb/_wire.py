@@ -414,15 +414,15 @@ class WireSender:
             "the consumer takes from its WireReceiver's channel"
         )
 
-    def push_front(self, batch: Batch) -> NoReturn:
-        """Not supported: a batch goes back into the receiving end's channel.
+    def push_front(self, message: object) -> NoReturn:
+        """Not supported: a message goes back into the receiving end's channel.
 
         Raises:
             TypeError: Always.
         """
         raise TypeError(
             f"the sending end of the channel to {self.consumer.key!r} is not read: "
-            "push a batch back into its WireReceiver's channel"
+            "push a message back into its WireReceiver's channel"
         )
 
     def __bool__(self) -> bool:
