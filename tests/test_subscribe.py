@@ -401,3 +401,37 @@ async def _buffered(sub: hp.Subscription) -> list[hp.Datum]:
 def test_a_subscription_has_no_public_constructor() -> None:
     with pytest.raises(TypeError, match="no public constructor"):
         hp.Subscription()  # type: ignore[call-arg]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="joins whose shared change fails all get one and the same exception object, so "
+    "its traceback, context and notes are overwritten by whichever subscriber raised it last",
+)
+async def test_joins_that_fail_together_each_raise_an_exception_of_their_own() -> None:
+    gate = asyncio.Event()
+    taken = asyncio.Event()
+
+    async def blocked(d: hp.Datum) -> None:
+        taken.set()
+        await gate.wait()
+
+    graph = hp.Graph({"x": hp.Node(), "out": hp.sink(blocked, inputs=["x"])}, doubling)
+    async with hp.run(graph) as topo:
+        await topo.inject("x", 1)
+        await asyncio.wait_for(taken.wait(), 5)
+        # A drain holds the change lock until "out" is done with its datum.
+        draining = asyncio.create_task(topo.drain())
+        await wait_all_tasks_blocked()
+        subs = [topo.subscribe(f"double/{i}") for i in range(3)]
+        joins = [asyncio.create_task(s.__aenter__()) for s in subs]
+        await wait_all_tasks_blocked()
+        closing = asyncio.create_task(topo.close(drain=False))
+        await wait_all_tasks_blocked()
+        gate.set()
+        outcomes = await asyncio.wait_for(asyncio.gather(*joins, return_exceptions=True), 5)
+        await asyncio.wait_for(closing, 5)
+        await asyncio.wait_for(asyncio.gather(draining, return_exceptions=True), 5)
+    assert all(isinstance(o, hp.TopologyClosedError) for o in outcomes)
+    assert len({id(o) for o in outcomes}) == len(outcomes)
+
