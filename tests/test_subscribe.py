@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -483,3 +484,28 @@ async def test_a_join_that_cannot_start_makes_no_other_joins_state_twice() -> No
         assert len(made) == 50
         assert set(made.values()) == {1}
 
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are new in Python 3.12")
+@pytest.mark.xfail(
+    strict=True,
+    reason="under asyncio.eager_task_factory a join or leave that changes nothing ends the "
+    "edit pump before create_task returns; the finished task is then kept as the running "
+    "pump and no later join or leave is ever made",
+)
+async def test_subscribers_join_and_leave_under_eager_tasks() -> None:
+    loop = asyncio.get_running_loop()
+    factory = loop.get_task_factory()
+    loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+    try:
+        async with hp.run(hp.Graph({}, doubling)) as topo:
+            async with topo.subscribe("double/a", capacity=1) as cut:
+                await topo.inject_many("feed/a", [1, 2, 3])
+                # Cut off for falling behind: its sink is taken away at once...
+                await wait_until(lambda: cut.sink_key not in topo.graph)
+                await wait_all_tasks_blocked()
+            # ...so leaving changed nothing. A later subscriber still joins.
+            async with asyncio.timeout(5), topo.subscribe("double/b") as sub:
+                await topo.inject("feed/b", 4)
+                assert await take(sub, 1) == [8]
+    finally:
+        loop.set_task_factory(factory)
