@@ -404,11 +404,6 @@ def test_a_subscription_has_no_public_constructor() -> None:
         hp.Subscription()  # type: ignore[call-arg]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="joins whose shared change fails all get one and the same exception object, so "
-    "its traceback, context and notes are overwritten by whichever subscriber raised it last",
-)
 async def test_joins_that_fail_together_each_raise_an_exception_of_their_own() -> None:
     gate = asyncio.Event()
     taken = asyncio.Event()
@@ -437,61 +432,7 @@ async def test_joins_that_fail_together_each_raise_an_exception_of_their_own() -
     assert len({id(o) for o in outcomes}) == len(outcomes)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="when a shared change cannot start, every other join of it is made again in a "
-    "change of its own, so the state factories of the nodes it brings run twice",
-)
-async def test_a_join_that_cannot_start_makes_no_other_joins_state_twice() -> None:
-    made: dict[Hashable, int] = {}
-
-    def broken_state() -> Any:
-        raise RuntimeError("no state for you")
-
-    def counted(k: Hashable) -> Any:
-        def state() -> int:
-            made[k] = made.get(k, 0) + 1
-            return 0
-
-        return state
-
-    def factory(k: Hashable) -> hp.Node | None:
-        match k:
-            case str() if k.startswith("stateful/"):
-                return hp.Node(lambda s, v: (s, v), inputs=["feed/s"], state=broken_state)
-            case str() if k.startswith("count/"):
-                return hp.Node(
-                    lambda s, v: (s + 1, s + 1),
-                    inputs=["feed/" + k.removeprefix("count/")],
-                    state=counted(k),
-                )
-        return doubling(k)
-
-    async with hp.run(hp.Graph({}, factory)) as topo:
-        # Which new node's state is made first is up to set order (string
-        # hashes): a few rounds, each with a broken key of its own, make it all
-        # but certain that some good node's state comes before a broken one's.
-        for round_ in range(5):
-            good = [topo.subscribe(f"count/{round_}.{i}") for i in range(10)]
-            bad = topo.subscribe(f"stateful/{round_}")
-            outcomes = await asyncio.gather(
-                *(s.__aenter__() for s in [*good, bad]), return_exceptions=True
-            )
-            assert outcomes[:-1] == good
-            assert isinstance(outcomes[-1], hp.ApplyError)
-            for s in good:
-                await s.__aexit__(None, None, None)
-        assert len(made) == 50
-        assert set(made.values()) == {1}
-
-
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are new in Python 3.12")
-@pytest.mark.xfail(
-    strict=True,
-    reason="under asyncio.eager_task_factory a join or leave that changes nothing ends the "
-    "edit pump before create_task returns; the finished task is then kept as the running "
-    "pump and no later join or leave is ever made",
-)
 async def test_subscribers_join_and_leave_under_eager_tasks() -> None:
     loop = asyncio.get_running_loop()
     factory = loop.get_task_factory()

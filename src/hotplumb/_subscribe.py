@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import enum
 import functools
 import itertools
@@ -193,12 +194,30 @@ class SubscriberEdits:
         edit = _Edit(key, sink, asyncio.get_running_loop().create_future())
         self._queue.append(edit)
         if self._pump is None:
-            self._pump = asyncio.get_running_loop().create_task(
-                self._run(), name="hotplumb: subscribers join and leave"
-            )
+            self._start()
         # Cancelling the waiting task cancels `done`: the pump skips a cancelled
         # edit it has not taken yet, and sets nothing on one it has.
         await edit.done
+
+    def _start(self) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._run(), name="hotplumb: subscribers join and leave"
+        )
+        # An eager task (Python 3.12's eager_task_factory) may have run to its
+        # end already, every queued edit made: there is nothing to keep.
+        if not task.done():
+            self._pump = task
+            task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if self._pump is task:
+            self._pump = None
+        if not self._queue:
+            return
+        if task.cancelled():  # cancelled before it took them (the loop is stopping)
+            _settle(self._take_all(), asyncio.CancelledError())
+        else:  # queued after its last look at the queue
+            self._start()
 
     async def _run(self) -> None:
         batch: list[_Edit] = []  # the edits of the change under way
@@ -225,8 +244,6 @@ class SubscriberEdits:
         except BaseException as exc:  # cancelled (the loop is stopping)
             _settle(batch + self._take_all(), exc)
             raise
-        finally:
-            self._pump = None
 
     async def _one_by_one(self, batch: list[_Edit]) -> None:
         """Make each edit of a failed change in a change of its own."""
@@ -249,17 +266,40 @@ class SubscriberEdits:
 
 
 def _settle(edits: list[_Edit], error: BaseException | None) -> None:
-    """Tell each edit's subscriber (if it still waits) how its edit went."""
+    """Tell each edit's subscriber (if it still waits) how its edit went.
+
+    An ``error`` of the whole change reaches each subscriber as an exception
+    of its own (a copy), since raising one changes its traceback and context.
+    """
+    shared = error
     for e in edits:
         if e.done.done():
             continue
-        failure = error if error is not None else e.error
+        failure = e.error if error is None else shared
         if failure is None:
             e.done.set_result(None)
         elif isinstance(failure, asyncio.CancelledError):
             e.done.cancel()
         else:
             e.done.set_exception(failure)
+            if error is not None:
+                shared = _copy_of(error)
+
+
+def _copy_of(error: BaseException) -> BaseException:
+    """Another exception saying what ``error`` says, with its cause and traceback."""
+    try:
+        twin = copy.copy(error)
+    except Exception:  # an exception that cannot be rebuilt from its arguments
+        return error
+    twin.__cause__ = error.__cause__
+    twin.__context__ = error.__context__
+    twin.__suppress_context__ = error.__suppress_context__
+    twin.__traceback__ = error.__traceback__
+    notes = getattr(error, "__notes__", None)
+    if notes is not None:
+        twin.__notes__ = list(notes)
+    return twin
 
 
 class Overflow(enum.Enum):
