@@ -1125,11 +1125,6 @@ def test_the_property_fails_for_a_receiver_that_delivers_in_arrival_order() -> N
 # known holes, each pinned by a test that fails until it is fixed ---------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a reply credit that grant() refuses escapes _call as an unretrieved task "
-    "exception: the sender stays open and the frames waiting for a call are never sent",
-)
 async def test_a_reply_credit_the_sender_refuses_fails_the_sender() -> None:
     sender, _, transport, _, _, _ = held_pair(capacity=10, in_flight=1)
     sender.put_control(Mark(0))
@@ -1145,10 +1140,15 @@ async def test_a_reply_credit_the_sender_refuses_fails_the_sender() -> None:
         gc.collect()  # the call's task is cyclic garbage (its frame holds it): asyncio logs it now
     finally:
         loop.set_exception_handler(None)
-    assert [type(c.get("exception")) for c in logged] == [ValueError]  # only logged
-    # Either the sender fails (its puts then raise, the cause kept), or it goes on
-    # sending; it must not sit open with a frame that no call will ever carry.
-    assert sender.closed or len(transport.frames) == 2
+    assert logged == []  # nothing escapes the call's task
+    # The sender fails: it must not sit open with a frame that no call will ever
+    # carry, and its puts raise with the refused credit as the cause.
+    assert sender.closed
+    assert isinstance(sender.error, ValueError)
+    with pytest.raises(TopologyClosedError, match="failed: ValueError") as raised:
+        await sender.put(batch(1))
+    assert raised.value.__cause__ is sender.error
+    assert contents(sender.close()) == [Mark(0), Mark(1)]  # no credit confirmed either
 
 
 @pytest.mark.xfail(

@@ -601,7 +601,11 @@ class WireSender:
             # below sees it free.
             self._calls.discard(me)
         if credit is not None:
-            self.grant(credit)
+            try:
+                self.grant(credit)
+            except ValueError as exc:  # not this channel's credit: nothing it says can be trusted
+                self._fail(exc)
+                return
         self._pump()
 
     def _fail(self, exc: Exception) -> None:
