@@ -1151,22 +1151,58 @@ async def test_a_reply_credit_the_sender_refuses_fails_the_sender() -> None:
     assert contents(sender.close()) == [Mark(0), Mark(1)]  # no credit confirmed either
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_call catches Exception only: a transport call cancelled by anyone but close() "
-    "ends its task silently, the frame's fate unknown, and the sender stays open",
-)
 async def test_a_call_cancelled_from_outside_the_sender_closes_the_sender() -> None:
     sender, receiver, transport, _, _, _ = held_pair(capacity=10)
     sender.put_control(Mark(0))
     await wait_all_tasks_blocked()
     transport.calls[0][1].cancel()  # say, the connection dropped and cancelled its requests
     await wait_all_tasks_blocked()
+    assert sender.closed  # as for a failed call: nothing after a lost frame can be in order
     sender.put_control(Mark(1))
     await wait_all_tasks_blocked()
-    receiver.receive(transport.frames[1])  # frame 1 arrives; frame 0 never will
-    assert receiver.statistics().held == 1
-    assert sender.closed  # as for a failed call: nothing after a lost frame can be in order
+    assert len(transport.frames) == 1  # frame 0 never arrives, so nothing after it is sent
+    assert receiver.delivered == 0
+    with pytest.raises(TopologyClosedError, match=r"frame 0 .* was cancelled"):
+        await sender.put(batch(1))
+    assert contents(sender.close()) == [Mark(0), Mark(1)]
+
+
+class _Tracked(Held):
+    """A held transport that remembers the task of each call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    async def send(self, frame: Frame) -> Credit | None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.append(task)
+        return await super().send(frame)
+
+
+async def test_a_call_task_cancelled_from_outside_fails_the_sender_and_stays_cancelled() -> None:
+    transport = _Tracked()
+    sender = WireSender("near", Reader(), 10, transport, clock=FakeClock())
+    sender.put_control(Mark(0))
+    await wait_all_tasks_blocked()
+    (call,) = transport.tasks
+    call.cancel()  # say, a task group around the producer cancelling its tasks
+    await wait_all_tasks_blocked()
+    assert call.cancelled()
+    assert sender.closed
+    assert isinstance(sender.error, ConnectionAbortedError)
+    assert transport.in_flight == 0
+
+
+async def test_close_cancels_its_calls_without_calling_it_a_failure() -> None:
+    sender, _, transport, _, _, _ = held_pair(capacity=10)
+    sender.put_control(Mark(0))
+    await wait_all_tasks_blocked()
+    assert contents(sender.close()) == [Mark(0)]
+    await wait_all_tasks_blocked()
+    assert sender.error is None
+    assert transport.in_flight == 0
 
 
 @pytest.mark.xfail(

@@ -45,9 +45,11 @@ The five guarantees of ``_channel``, for the pair:
 4. **No silent loss.** After ``seal`` or ``close``, ``put`` raises
    :class:`~hotplumb.TopologyClosedError` and waiting putters are woken to
    raise. A failed call closes the sender: later puts raise, with the failure
-   chained. A receiver whose channel was sealed or closed refuses new frames
-   (the call raises, so the sender fails rather than drops them) and sends a
-   closing credit, which wakes the sender's putters to raise. A frame stays
+   chained; so does a call cancelled by anything but ``close`` (its frame may
+   be lost), and a reply whose credit is not this channel's. A receiver whose
+   channel was sealed or closed refuses new frames (the call raises, so the
+   sender fails rather than drops them) and sends a closing credit, which
+   wakes the sender's putters to raise. A frame stays
    in the sender until a credit says it was delivered, so ``close`` returns
    every message not known to have arrived (see below).
 5. **The consumer is told.** Every delivered message is put into the
@@ -595,6 +597,21 @@ class WireSender:
             credit = await self._transport.send(frame)
         except Exception as exc:
             self._fail(exc)
+            return
+        except asyncio.CancelledError as cancelled:
+            # close() cancels its calls after `_ended` is set: the report has their
+            # frames. Anything else that cancels a call (a transport dropping its
+            # requests, a task group around the sender) leaves the frame's fate
+            # unknown, so it fails the sender as a failed call does.
+            if not self._ended:
+                lost = ConnectionAbortedError(
+                    f"the call carrying frame {frame.seq} to {self.consumer.key!r} was "
+                    "cancelled; the frame may not have been delivered"
+                )
+                lost.__cause__ = cancelled
+                self._fail(lost)
+            if self._ended or me.cancelling():
+                raise  # our own task was cancelled: let the cancellation through
             return
         finally:
             # Free the call's place here, not in a done callback, so the pump
