@@ -38,7 +38,13 @@ The five guarantees of ``_channel``, for the pair:
    the items between the two nodes are bounded per channel: ``capacity``, plus
    the last batch's items less one, plus what ``force_put`` added. Credit is
    given as the consumer *takes* items, not as they arrive: a reader that stops
-   taking gives none, and its producer stops sending data.
+   taking gives none, and its producer stops sending data. Credit once given
+   is never taken back, so the receiver keeps its own channel bounded too: it
+   delivers the next frame with data only while the channel holds fewer than
+   ``capacity`` items. A consumer that takes a batch, is credited for it, and
+   pushes it back (a restarted task) therefore does not let the channel grow
+   by it: the frames behind wait at the receiver, still counted by the
+   sender, until the consumer takes again.
 3. **Control never waits.** ``put_control`` and ``force_put`` append to the
    open frame and return; control messages are not counted. ``put_control``
    cuts the frame at once, so a barrier never waits for the linger.
@@ -238,7 +244,8 @@ class ReceiverStatistics:
 
     Attributes:
         delivered: Frames delivered into the channel, in order.
-        held: Frames that arrived early, held until those before them come.
+        held: Frames held until those before them come, or until the channel
+            has room.
         duplicates: Frames dropped because they had arrived before.
         items: Data items delivered into the channel.
         taken: Data items the consumer has taken for good.
@@ -719,6 +726,11 @@ class _ReceivingChannel(MemoryChannel):
             self._receiver._taken()
         return message
 
+    def resize(self, capacity: int) -> None:
+        """Set ``capacity``; a frame that waited for the room there now is goes in."""
+        super().resize(capacity)
+        self._receiver._resized()
+
     def seal(self) -> None:
         """Refuse further data; the receiver then refuses frames and tells the sender."""
         first = not self.closed
@@ -783,8 +795,9 @@ class WireReceiver:
         self.duplicates = 0
         self._credits = credits
         self._every = every
-        # Invariant: every held frame's number is above `delivered`; none is
-        # `delivered` itself (that one is delivered on arrival).
+        # Invariant: every held frame's number is `delivered` or above; frame
+        # `delivered` is held only while the channel holds `capacity` items or
+        # more and the frame has data (it goes in when the consumer takes).
         self._held: dict[int, Frame] = {}
         # Items put into the channel; items the sender has been told are taken.
         self._items = 0
@@ -813,16 +826,9 @@ class WireReceiver:
                 f"{self.channel.consumer.key!r} takes no more data: its input from "
                 f"{self.channel.producer!r} was sealed or closed; frame {seq} is not delivered"
             )
-        if seq != self.delivered:
-            self._held[seq] = frame
-            return self._credit()
-        self._deliver(frame)
-        held = self._held
-        while held:
-            following = held.pop(self.delivered, None)
-            if following is None:
-                break
-            self._deliver(following)
+        self._held[seq] = frame
+        if seq == self.delivered:
+            self._deliver_held()
         return self._credit()
 
     def statistics(self) -> ReceiverStatistics:
@@ -834,6 +840,19 @@ class WireReceiver:
             items=self._items,
             taken=self._released(),
         )
+
+    def _deliver_held(self) -> None:
+        """Deliver the held frames that are next in order, while the channel has room."""
+        held = self._held
+        channel = self.channel
+        while held:
+            frame = held.get(self.delivered)
+            if frame is None:
+                break
+            if channel.size >= channel.capacity and frame.items:
+                break  # full (say, of data pushed back after its credit): wait for a take
+            del held[self.delivered]
+            self._deliver(frame)
 
     def _deliver(self, frame: Frame) -> None:
         channel = self.channel
@@ -870,11 +889,17 @@ class WireReceiver:
         """The consumer took data: send credit when enough is due, or when the data ran out."""
         if self.channel.closed:
             return
+        if self.delivered in self._held:
+            self._deliver_held()  # a frame waited for room
         released = self._released()
         if released - self._told >= self._every or (
             self.channel.size == 0 and released > self._told
         ):
             self._credits.grant(self._credit())
+
+    def _resized(self) -> None:
+        if not self.channel.closed and self.delivered in self._held:
+            self._deliver_held()
 
     def _sealed(self) -> None:
         self._held.clear()
