@@ -720,10 +720,20 @@ class _ReceivingChannel(MemoryChannel):
         self._receiver = receiver
 
     def take(self) -> Any:
-        """Remove and return the oldest message; taking data gives credit."""
+        """Remove and return the oldest message; taking data gives credit.
+
+        Raises:
+            Exception: What the credit line raised; the batch is back at the
+                head of the channel, for the consumer's retry or the
+                shutdown report.
+        """
         message = super().take()
         if type(message) is Batch:
-            self._receiver._taken()
+            try:
+                self._receiver._taken()
+            except BaseException:
+                super().push_front(message)
+                raise
         return message
 
     def resize(self, capacity: int) -> None:
@@ -895,7 +905,9 @@ class WireReceiver:
         if released - self._told >= self._every or (
             self.channel.size == 0 and released > self._told
         ):
-            self._credits.grant(self._credit())
+            credit = Credit(self.delivered, released, False)
+            self._credits.grant(credit)
+            self._told = released  # only once given: a line that raised has told nothing
 
     def _resized(self) -> None:
         if not self.channel.closed and self.delivered in self._held:
