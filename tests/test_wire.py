@@ -754,6 +754,25 @@ async def test_a_failed_call_closes_the_sender_and_later_puts_raise_with_the_cau
     assert contents(sender.close()) == [[0], [1], Mark(0)]
 
 
+async def test_a_failure_told_from_outside_a_call_wakes_a_waiting_putter_to_raise() -> None:
+    sender, _, transport, _, _, _ = held_pair(capacity=2, frame_items=1)
+    await sender.put(batch(0, 1))
+    await wait_all_tasks_blocked()
+    transport.complete(0)  # delivered, but never credited as taken
+    blocked = asyncio.create_task(sender.put(batch(2)))
+    await wait_all_tasks_blocked()
+    assert not blocked.done()  # no call in flight: only the credit path could wake it
+    gone = ConnectionError("the credit path's host died")
+    sender.fail(gone)
+    sender.fail(ConnectionError("again"))  # only the first is kept
+    with pytest.raises(TopologyClosedError, match="credit path") as raised:
+        await blocked
+    assert raised.value.__cause__ is gone
+    assert contents(sender.close()) == [[0, 1]]  # no credit said it arrived
+    sender.fail(ConnectionError("after close"))
+    assert sender.error is gone
+
+
 async def test_a_sealed_receiving_channel_refuses_frames_and_the_senders_putters_raise() -> None:
     sender, receiver, net, clock, _ = network_pair(0, capacity=2, repeat=0.0, frame_items=1)
     await sender.put(batch(0))

@@ -517,6 +517,18 @@ class WireSender:
             self._cancel_linger()
             self._wake_all()
 
+    def fail(self, error: Exception) -> None:
+        """The far side is gone (``error`` says how): close as a failed call does.
+
+        For what learns of the failure outside a call, such as the path that
+        brings credits back. Later puts raise
+        :class:`~hotplumb.TopologyClosedError` with ``error`` chained, waiting
+        putters are woken to raise, and nothing more is sent; the frames are
+        kept for :meth:`close`'s report. Only the first error is kept.
+        """
+        if not self._ended:
+            self._fail(error)
+
     def statistics(self) -> SenderStatistics:
         """The sending end's counters now."""
         return SenderStatistics(
