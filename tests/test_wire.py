@@ -994,21 +994,25 @@ async def scenario(
 class ArrivalOrder(WireReceiver):
     """The negative control: a receiver that delivers frames as they arrive (repeats still dropped).
 
-    Built on the public interface alone: each new frame is renumbered as the
-    next in sequence, so the real receiver delivers it at once.
+    Built on the public interface alone: each new frame is renumbered by its
+    arrival (the first to arrive is 0, the next 1, ...), so the real receiver
+    delivers frames in the order they came, holding one only while its
+    channel has no room.
     """
 
-    __slots__ = ("seen",)
+    __slots__ = ("arrived", "seen")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.seen: set[int] = set()
+        self.arrived = 0
 
     def receive(self, frame: Frame) -> Credit:
         if frame.seq in self.seen:
             return super().receive(replace(frame, seq=0))  # a repeat: dropped
         self.seen.add(frame.seq)
-        return super().receive(replace(frame, seq=self.delivered))
+        self.arrived += 1
+        return super().receive(replace(frame, seq=self.arrived - 1))
 
 
 ops_strategy = st.lists(
