@@ -168,6 +168,10 @@ class Frame:
         """The data items of the frame's batches."""
         return sum(len(m.values) for m in self.messages if type(m) is Batch)
 
+    def __reduce__(self) -> tuple[type[Frame], tuple[int, tuple[Any, ...]]]:
+        # Its fields, as constructor arguments: what crosses in every call.
+        return (Frame, (self.seq, self.messages))
+
 
 @dataclass(frozen=True, slots=True)
 class Credit:
