@@ -773,6 +773,33 @@ async def test_a_failure_told_from_outside_a_call_wakes_a_waiting_putter_to_rais
     assert sender.error is gone
 
 
+def starved(sender: WireSender) -> bool:
+    return sender.starved  # read through a call: mypy would narrow the property
+
+
+async def test_the_sender_asks_for_credit_only_when_no_reply_to_come_can_bring_it() -> None:
+    asked: list[Credit] = []
+    transport = Held()
+    sender = WireSender(
+        "near", Reader(), 2, transport, clock=FakeClock(), frame_items=1, wants_credit=asked.append
+    )
+    await sender.put(batch(0, 1))
+    blocked = asyncio.create_task(sender.put(batch(2)))
+    await wait_all_tasks_blocked()
+    assert not blocked.done()
+    assert not starved(sender)  # frame 0's call is in flight: its reply may bring credit
+    assert asked == []
+    transport.complete(0, Credit(1, 0))  # delivered, nothing taken yet
+    await wait_all_tasks_blocked()
+    assert starved(sender)
+    assert asked == [Credit(1, 0)]  # the credit the sender has, for the poll to better
+    assert sender.credit == Credit(1, 0)
+    sender.grant(Credit(1, 2))  # what the poll brought
+    await blocked
+    assert not starved(sender)
+    assert asked == [Credit(1, 0)]
+
+
 async def test_a_sealed_receiving_channel_refuses_frames_and_the_senders_putters_raise() -> None:
     sender, receiver, net, clock, _ = network_pair(0, capacity=2, repeat=0.0, frame_items=1)
     await sender.put(batch(0))

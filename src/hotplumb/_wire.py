@@ -92,15 +92,12 @@ a new object per frame. The receiver re-interns routes (a bounded table), so
 batches of one route share one route object again: its channel coalesces
 them, and a reader's route table finds them by identity.
 
-How it maps onto Ray actor calls (later work): ``Transport.send`` is ``await
-actor.deliver.remote(channel_id, frame)`` on the consumer's host actor, whose
-``deliver`` calls :meth:`WireReceiver.receive` and returns the credit;
-``CreditLine.grant`` is ``actor.grant.remote(channel_id, credit)`` on the
-producer's host actor, not awaited, whose ``grant`` calls
-:meth:`WireSender.grant`; those calls are reordered too, which cumulative
-credits make harmless. With Ray's task retries off, a failed call closes the
-sender and its frames are reported; with them on, a call that ran twice is
-dropped by the receiver.
+A credit line need not call out. It may bring credit only when asked: the
+sender calls its ``wants_credit`` hook when it is *starved*, that is when a
+putter waits for credit and no call is in flight or waiting, whose reply
+could bring it (while frames flow, nothing is asked). ``_raywire`` carries the pair over Ray actor
+calls that way: a frame is a call of the receiving host's actor, and a
+sender whose putter waits polls that actor for newer credit.
 """
 
 from __future__ import annotations
@@ -116,7 +113,7 @@ from hotplumb._datum import Batch
 from hotplumb._errors import TopologyClosedError
 
 if TYPE_CHECKING:
-    from collections.abc import Hashable
+    from collections.abc import Callable, Hashable
 
     from hotplumb._channel import Consumer
     from hotplumb._clock import Clock
@@ -281,6 +278,10 @@ class WireSender:
         frame_items: Items in a frame before it is cut.
         linger: Seconds the open frame waits for more before it is cut.
         in_flight: Calls to the transport at once.
+        wants_credit: Called, never awaited, with the credit the sender has,
+            whenever it becomes :attr:`starved`; for a credit line that brings
+            credit only when asked (a poll), which asks now. It must not
+            block or raise.
 
     Raises:
         ValueError: ``capacity``, ``frame_items`` or ``in_flight`` is not a
@@ -319,6 +320,7 @@ class WireSender:
         "_stopped",
         "_taken",
         "_transport",
+        "_wants_credit",
         "capacity",
         "closed",
         "consumer",
@@ -338,6 +340,7 @@ class WireSender:
         frame_items: int = FRAME_ITEMS,
         linger: float = LINGER,
         in_flight: int = IN_FLIGHT,
+        wants_credit: Callable[[Credit], None] | None = None,
     ) -> None:
         for name, value in (
             ("capacity", capacity),
@@ -359,6 +362,7 @@ class WireSender:
         self._frame_items = frame_items
         self._linger_time = float(linger)
         self._in_flight = in_flight
+        self._wants_credit = wants_credit
         # The open frame: messages put since the last cut, in order;
         # `_open_items` counts their items. `_own` is the batch at its tail
         # that this sender made by merging, and so may extend.
@@ -446,6 +450,20 @@ class WireSender:
     def empty(self) -> bool:
         """Whether everything put has reached the far consumer, as credits say."""
         return not self
+
+    @property
+    def starved(self) -> bool:
+        """Whether a putter waits for credit that no reply to come can bring.
+
+        That is, no call is in flight and no frame waits for one (their
+        replies carry credit), and the sender still sends.
+        """
+        return bool(self._space) and not self._calls and not self._ready and not self._stopped
+
+    @property
+    def credit(self) -> Credit:
+        """The greatest credit received: frames confirmed delivered, items taken."""
+        return Credit(self._delivered, self._taken, self._far_closed)
 
     def seal(self) -> None:
         """Refuse further data (``put`` raises), but send on what was put."""
@@ -647,6 +665,11 @@ class WireSender:
                 self._fail(exc)
                 return
         self._pump()
+        self._ask_for_credit()  # the last reply came, and a putter still waits
+
+    def _ask_for_credit(self) -> None:
+        if self._wants_credit is not None and self.starved:
+            self._wants_credit(self.credit)
 
     def _fail(self, exc: Exception) -> None:
         """A call failed: the frame may be lost, so nothing after it can be delivered in order."""
@@ -691,6 +714,7 @@ class WireSender:
                 self._space.insert(0, waiter)  # the space went before we ran: keep our place
             else:
                 self._space.append(waiter)
+            self._ask_for_credit()
             try:
                 await waiter
             except BaseException:
