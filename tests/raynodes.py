@@ -10,6 +10,7 @@ first, as :meth:`HostActor.run <hotplumb._raywire.HostActor.run>` calls it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -159,9 +160,10 @@ def open_sender(
     host.add_sender(channel_id, "source", Reader(), capacity, to, **options)
 
 
-def settled(host: Host, channel_id: Hashable) -> bool:
-    """Whether credits confirm that everything put reached the far consumer."""
-    return not host.sender(channel_id)
+async def drain(host: Host, channel_id: Hashable) -> int:
+    """Wait until credits confirm that everything put was taken; the frames confirmed."""
+    await host.drain(channel_id)
+    return host.sender(channel_id).statistics().delivered
 
 
 async def produce(
@@ -219,7 +221,7 @@ async def send_batches(host: Host, channel_id: Hashable, batches: list[Batch]) -
 
 
 class JitteredHost(HostActor):
-    """A host whose ``deliver`` first awaits a random moment, as a handler doing I/O would.
+    """A host whose frames first await a random moment, as a handler doing I/O would.
 
     So calls finish in any order; ``early`` counts frames that arrived before
     the one due.
@@ -230,11 +232,12 @@ class JitteredHost(HostActor):
         self._rng = random.Random(name)
         self.early = 0
 
-    async def deliver(self, channel_id: Hashable, frame: Frame) -> Credit:
+    async def deliver_frame(self, channel_id: Hashable, frame: Frame) -> Credit:
         await asyncio.sleep(self._rng.choice((0.0, 0.0005, 0.002)))
         host = self.host
-        if frame.seq != host.receiver(channel_id).delivered:
-            self.early += 1
+        with contextlib.suppress(KeyError):  # a channel it does not have: deliver() refuses
+            if frame.seq != host.receiver(channel_id).delivered:
+                self.early += 1
         return host.deliver(channel_id, frame)
 
     async def early_frames(self) -> int:
@@ -248,7 +251,7 @@ class StraightHost(JitteredHost):
     the whole stream.
     """
 
-    async def deliver(self, channel_id: Hashable, frame: Frame) -> Credit:
+    async def deliver_frame(self, channel_id: Hashable, frame: Frame) -> Credit:
         await asyncio.sleep(self._rng.choice((0.0, 0.0005, 0.002)))
         channel = self.host.receiver(channel_id).channel
         for message in frame.messages:

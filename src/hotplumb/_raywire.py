@@ -21,7 +21,9 @@ host's actor, ``deliver(channel_id, frame)``, whose reply is the receiver's
 credit. The sender's call tasks await the calls, never its producer, and it
 keeps up to ``in_flight`` going. Calls to an async actor run as tasks of its
 loop and are not ordered; the receiver delivers by sequence number, so that
-costs nothing but frames held early. Ray's retries are off, on the actor
+costs nothing but frames held early. A frame crosses as bytes
+(:func:`pack_frame`) and a credit as a tuple of ints, which Ray sends
+without pickling them itself. Ray's retries are off, on the actor
 (``max_task_retries=0``, ``max_restarts=0``) and on each call
 (``max_task_retries=0``, ``retry_exceptions=False``): a call that failed is a
 failed call, the frame may be lost, and the sender closes; a retried call
@@ -29,31 +31,38 @@ would be dropped by the receiver, but a restarted actor would have lost its
 channels' state, which no retry brings back.
 
 Credits. The reply to every frame carries the receiver's credit, which is
-enough while frames flow. A consumer that takes items after the last reply
-(it was slow, or had stopped) gives credit when no call is in flight, so there
-is a second path: each sender keeps one *credit poll* in flight, a call of
-the receiving actor's ``next_credit(channel_id, known)``, which returns as soon
-as the receiver has a credit other than ``known`` (the last one the poll
-brought), and the sender polls again. On the receiving side the receiver's
-:class:`~hotplumb._wire.CreditLine` only stores the newest credit and wakes
-the poll waiting for it: granting never blocks and never calls out. Why the
-sender polls rather than the receiver calling the sender's actor:
+enough while frames flow: a reply lags the consumer by a frame or so, and a
+capacity of a few frames covers the lag. A consumer that takes items after
+the last reply (it was slow, or had stopped) gives credit that no reply
+carries, so there is a second path, used only when it is needed: when the
+sender is *starved* (a putter waits for credit and no frame call is in flight
+or waiting, whose reply could bring it: the sender's ``wants_credit`` hook),
+the sending host starts a *credit poll*, a call of the receiving actor's
+``next_credit(channel_id, known)``, which returns as soon as the receiver has
+done more than ``known`` (the credit the sender has) says, and polls again
+while the sender is still starved. :meth:`Host.drain` polls the same way
+until the sender knows that everything it put was taken. On the receiving side the receiver's
+:class:`~hotplumb._wire.CreditLine` only wakes the polls waiting there:
+granting never blocks and never calls out. Why the sender asks, rather than
+the receiver calling the sender's actor with every credit:
 
 - Every call goes from the sending side to the receiving side, so a receiver
   needs no handle of its sender, and a sender can live in a process that is no
   actor (the driver, whose entry points feed the topology).
-- Credits are cumulative, so the newest supersedes every one before it: the
-  stored credit folds however many takes happen between two polls into one
-  reply. Credit traffic is at most one call per round trip per channel, not a
-  call per credit.
+- Credit costs a call only when nothing else would bring it, and then one per
+  round trip, whatever the number of takes: a poll returns the receiver's
+  credit as it is when it returns (credits are cumulative). A receiver that
+  granted every credit would double the calls of a channel whose consumer
+  keeps up (a grant per batch taken, on top of the frame), and a call costs
+  far more CPU than the items it carries; so would a poll kept always in
+  flight.
 - A receiving actor that dies fails the poll as it fails the frame calls, so
-  the sender learns of it even when no frame is in flight and its putters
-  wait for credit; granted the other way, a dead receiver would only stop
-  granting, and its sender would wait for ever.
+  a putter waiting for credit learns of it even when no frame is in flight;
+  granted the other way, a dead receiver would only stop granting, and its
+  sender would wait for ever.
 
-Its cost is one call always in flight per channel, parked in the receiving
-actor's loop; a credit reaches the sender in one reply, as a granting call
-would.
+The poll's cost is a round trip added to a wait for credit that no reply
+brought: a producer that waits for its consumer waits that much longer.
 
 Failure. A call to an actor that died raises Ray's error (a
 ``RayActorError``); the sender closes with it as its error (a failed frame
@@ -74,6 +83,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import pickle
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -81,16 +91,26 @@ import ray
 
 from hotplumb._clock import SystemClock
 from hotplumb._errors import TopologyClosedError
-from hotplumb._wire import FRAME_ITEMS, IN_FLIGHT, LINGER, WireReceiver, WireSender
+from hotplumb._wire import FRAME_ITEMS, IN_FLIGHT, LINGER, Credit, Frame, WireReceiver, WireSender
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable
 
     from hotplumb._channel import Consumer
     from hotplumb._clock import Clock
-    from hotplumb._wire import Credit, Frame, ReceiverStatistics, SenderStatistics
+    from hotplumb._wire import ReceiverStatistics, SenderStatistics
 
-__all__ = ["Host", "HostActor", "HostStatistics", "RayTransport", "start_host"]
+__all__ = [
+    "CreditTuple",
+    "Host",
+    "HostActor",
+    "HostStatistics",
+    "RayTransport",
+    "credit_tuple",
+    "pack_frame",
+    "start_host",
+    "unpack_frame",
+]
 
 _CALL_OPTIONS: dict[str, Any] = {
     "max_task_retries": 0,
@@ -109,11 +129,13 @@ class HostStatistics:
         name: The host's name.
         senders: Each outgoing channel's sending end, by channel id.
         receivers: Each incoming channel's receiving end, by channel id.
+        polls: Credit polls this host answered, over all its channels so far.
     """
 
     name: str
     senders: dict[Hashable, SenderStatistics]
     receivers: dict[Hashable, ReceiverStatistics]
+    polls: int
 
 
 class RayTransport:
@@ -138,23 +160,61 @@ class RayTransport:
             TopologyClosedError: The receiving channel was sealed, closed or
                 removed (raised there; Ray's task error is also one).
         """
-        credit: Credit = await self._deliver.remote(self._channel_id, frame)
-        return credit
+        try:
+            reply: CreditTuple = await self._deliver.remote(self._channel_id, pack_frame(frame))
+        except ray.exceptions.RayTaskError as exc:
+            raise _far_error(exc) from exc
+        return Credit(*reply)
+
+
+CreditTuple = tuple[int, int, bool]
+"""A credit as it crosses: ``(frames, items, closed)``."""
+
+
+def pack_frame(frame: Frame) -> bytes:
+    """``frame`` pickled for a call: by the C pickler, or by cloudpickle when that fails.
+
+    Ray pickles a call's arguments with cloudpickle, in Python, object by
+    object; a frame of a hundred items took it five times as long as the
+    C pickler does (and ten times a list of as many ints), which on two cores
+    is a good part of the cost of the call. Bytes cross as they are. Values
+    the standard pickle refuses (a lambda, a class defined in a function) go
+    by cloudpickle, as Ray would send them.
+    """
+    try:
+        return pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        packed: bytes = ray.cloudpickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
+        return packed
+
+
+def unpack_frame(packed: bytes) -> Frame:
+    """The frame :func:`pack_frame` packed."""
+    frame: Frame = pickle.loads(packed)
+    return frame
+
+
+def credit_tuple(credit: Credit) -> CreditTuple:
+    """``credit`` as it crosses (plain ints: Ray sends them without pickling)."""
+    return (credit.frames, credit.items, credit.closed)
+
+
+def _far_error(exc: Exception) -> Exception:
+    """What the far side raised, out of Ray's task error (which carries its traceback)."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, Exception) else exc
 
 
 class _CreditBox:
-    """A receiver's credit line on its host: the newest credit, and the polls waiting for one."""
+    """A receiver's credit line on its host: it wakes the credit polls waiting there."""
 
-    __slots__ = ("latest", "removed", "waiters")
+    __slots__ = ("waiters",)
 
     def __init__(self) -> None:
-        self.latest: Credit | None = None
-        self.removed = False
         self.waiters: list[asyncio.Future[None]] = []
 
     def grant(self, credit: Credit) -> None:
-        # Granted in order, from one loop: the newest is the greatest.
-        self.latest = credit
+        # The poll reads the receiver's credit as it is when it returns.
         self.wake()
 
     def wake(self) -> None:
@@ -175,18 +235,30 @@ class Host:
         name: The host's name.
     """
 
-    __slots__ = ("_boxes", "_clock", "_polls", "_receivers", "_senders", "name")
+    __slots__ = (
+        "_actors",
+        "_answered",
+        "_boxes",
+        "_clock",
+        "_polls",
+        "_receivers",
+        "_senders",
+        "name",
+    )
 
     def __init__(self, name: str, *, clock: Clock | None = None) -> None:
         self.name = name
         self._clock: Clock = clock if clock is not None else SystemClock()
         # Invariant: a channel id is in at most one of `_receivers` and
-        # `_senders`; each receiver has its box in `_boxes`, each sender its
-        # credit poll in `_polls`, until remove().
+        # `_senders`; each receiver has its box in `_boxes`, each sender the
+        # receiving actor in `_actors`, until remove(). `_polls` holds a
+        # sender's credit poll while one runs (at most one per channel).
         self._receivers: dict[Hashable, WireReceiver] = {}
         self._boxes: dict[Hashable, _CreditBox] = {}
         self._senders: dict[Hashable, WireSender] = {}
+        self._actors: dict[Hashable, Any] = {}
         self._polls: dict[Hashable, asyncio.Task[None]] = {}
+        self._answered = 0
 
     # -- setting channels up ------------------------------------------------------------
 
@@ -226,8 +298,8 @@ class Host:
     ) -> WireSender:
         """Hold the sending end of channel ``channel_id``, whose receiver is on actor ``to``.
 
-        The receiving host must have added the receiver first. Starts the
-        channel's credit poll, so it is called from the host's event loop.
+        The receiving host must have added the receiver first. Called from
+        the host's event loop (the credit polls run there).
 
         Args:
             channel_id: The channel, as the receiving host knows it.
@@ -253,10 +325,10 @@ class Host:
             frame_items=frame_items,
             linger=linger,
             in_flight=in_flight,
+            wants_credit=lambda known: self._wants_credit(channel_id, known),
         )
         self._senders[channel_id] = sender
-        poll = asyncio.get_running_loop().create_task(self._poll_credits(channel_id, sender, to))
-        self._polls[channel_id] = poll
+        self._actors[channel_id] = to
         return sender
 
     def _check_new(self, channel_id: Hashable) -> None:
@@ -294,13 +366,15 @@ class Host:
         """
         if channel_id in self._senders:
             sender = self._senders.pop(channel_id)
-            self._polls.pop(channel_id).cancel()
+            del self._actors[channel_id]
+            poll = self._polls.pop(channel_id, None)
+            if poll is not None:
+                poll.cancel()
             return sender.close(delivered=delivered)
         receiver = self._receivers.pop(channel_id)
         box = self._boxes.pop(channel_id)
         held = receiver.channel.close()
-        box.removed = True
-        box.wake()
+        box.wake()  # closing granted already; a poll waiting now returns the closing credit
         return held
 
     def statistics(self) -> HostStatistics:
@@ -309,6 +383,7 @@ class Host:
             name=self.name,
             senders={cid: sender.statistics() for cid, sender in self._senders.items()},
             receivers={cid: receiver.statistics() for cid, receiver in self._receivers.items()},
+            polls=self._answered,
         )
 
     # -- what the far side calls --------------------------------------------------------
@@ -326,24 +401,33 @@ class Host:
             raise self._gone(channel_id, f"frame {frame.seq} is not delivered")
         return receiver.receive(frame)
 
-    async def next_credit(self, channel_id: Hashable, known: Credit | None) -> Credit:
-        """Wait until the receiver of ``channel_id`` has a credit other than ``known``; return it.
+    async def next_credit(self, channel_id: Hashable, known: Credit) -> Credit:
+        """Wait until the receiver of ``channel_id`` has done more than ``known`` says.
+
+        Returns at once if it has (delivered more frames, or its consumer
+        took more items), or if the channel is closed.
+
+        Returns:
+            The receiver's credit when it returns (a closing credit if the
+            channel was sealed, closed or removed while the poll waited).
 
         Raises:
-            TopologyClosedError: No channel of that id comes in here, or it
-                was removed while the poll waited.
+            TopologyClosedError: No channel of that id comes in here.
         """
         box = self._boxes.get(channel_id)
         if box is None:
             raise self._gone(channel_id, "no credit will come")
+        self._answered += 1
+        receiver = self._receivers[channel_id]
         loop = asyncio.get_running_loop()
-        while (latest := box.latest) is None or latest == known:
-            if box.removed:
-                raise self._gone(channel_id, "no credit will come")
+        while True:
+            now = receiver.statistics()
+            closed = receiver.channel.closed
+            if now.taken > known.items or now.delivered > known.frames or closed:
+                return Credit(now.delivered, now.taken, closed)
             waiter: asyncio.Future[None] = loop.create_future()
             box.waiters.append(waiter)
             await waiter
-        return latest
 
     def _gone(self, channel_id: Hashable, what: str) -> TopologyClosedError:
         return TopologyClosedError(
@@ -353,21 +437,72 @@ class Host:
 
     # -- the sending side's credit poll -------------------------------------------------
 
-    async def _poll_credits(self, channel_id: Hashable, sender: WireSender, to: Any) -> None:
-        """Keep one ``next_credit`` call in flight and grant what it brings, until closed."""
-        next_credit = to.next_credit.options(**_CALL_OPTIONS)
-        known: Credit | None = None
-        while True:
-            call = next_credit.remote(channel_id, known)
+    async def drain(self, channel_id: Hashable) -> None:
+        """Wait until credits confirm that everything put on ``channel_id`` was taken far away.
+
+        Credits come back with the frames' replies, and the last of them may
+        predate the consumer's last take; this asks the receiving actor until
+        the sender knows (:attr:`WireSender.empty <hotplumb._wire.WireSender.empty>`).
+
+        Raises:
+            TopologyClosedError: The sender failed, or the far end closed,
+                with something put not taken (the failure chained).
+            KeyError: No channel of that id goes out from here.
+        """
+        sender = self._senders[channel_id]
+        next_credit = self._actors[channel_id].next_credit.options(**_CALL_OPTIONS)
+        while sender and sender.error is None and not sender.credit.closed:
             try:
-                credit: Credit = await call
+                reply = await next_credit.remote(channel_id, credit_tuple(sender.credit))
+            except ray.exceptions.RayTaskError as exc:
+                sender.fail(_far_error(exc))
+                break
+            except Exception as exc:
+                sender.fail(exc)
+                break
+            sender.grant(Credit(*reply))
+        if sender:
+            error = TopologyClosedError(
+                f"the channel {channel_id!r} to {sender.consumer.key!r} ended with "
+                f"{sender.size} items not known to be taken"
+            )
+            error.__cause__ = sender.error
+            raise error
+
+    def _wants_credit(self, channel_id: Hashable, known: Credit) -> None:
+        """The sender of ``channel_id`` is starved: start a poll, unless one runs."""
+        if channel_id in self._polls or channel_id not in self._senders:
+            return
+        poll = asyncio.get_running_loop().create_task(self._poll_credits(channel_id, known))
+        self._polls[channel_id] = poll
+
+    async def _poll_credits(self, channel_id: Hashable, known: Credit) -> None:
+        """Ask the receiving actor for credit, again and again while the sender is starved."""
+        try:
+            await self._poll_while_blocked(channel_id, known)
+        finally:
+            # Gone from `_polls` as it ends, with no loop pass between: a putter
+            # that starts to wait from here on starts a new poll.
+            if self._polls.get(channel_id) is asyncio.current_task():
+                del self._polls[channel_id]
+
+    async def _poll_while_blocked(self, channel_id: Hashable, known: Credit) -> None:
+        sender = self._senders[channel_id]
+        next_credit = self._actors[channel_id].next_credit.options(**_CALL_OPTIONS)
+        while True:
+            call = next_credit.remote(channel_id, credit_tuple(known))
+            try:
+                credit = Credit(*await call)
             except asyncio.CancelledError:
                 # The sender closed: end the waiting poll too (if the actor is
                 # still there to be told).
                 with contextlib.suppress(Exception):
                     ray.cancel(call)
                 raise
-            except Exception as exc:  # the receiving actor died, or the channel went
+            except ray.exceptions.RayTaskError as exc:  # the channel went
+                sender.fail(_far_error(exc))
+                return
+            except Exception as exc:  # the receiving actor died
                 sender.fail(exc)
                 return
             try:
@@ -375,8 +510,8 @@ class Host:
             except ValueError as exc:  # not this channel's credit: trust nothing it says
                 sender.fail(exc)
                 return
-            if credit.closed:
-                return  # the far end takes nothing more: no credit will follow
+            if not sender.starved:
+                return  # room, or calls whose replies will bring it; or it stopped
             known = credit
 
     def __repr__(self) -> str:
@@ -402,13 +537,17 @@ class HostActor:
         """The host it runs (for subclasses; a Ray handle reaches only the methods)."""
         return self._host
 
-    async def deliver(self, channel_id: Hashable, frame: Frame) -> Credit:
-        """See :meth:`Host.deliver`."""
+    async def deliver(self, channel_id: Hashable, frame: bytes) -> CreditTuple:
+        """:meth:`Host.deliver` of a frame packed by :func:`pack_frame`; the credit as a tuple."""
+        return credit_tuple(await self.deliver_frame(channel_id, unpack_frame(frame)))
+
+    async def deliver_frame(self, channel_id: Hashable, frame: Frame) -> Credit:
+        """What :meth:`deliver` does with the frame: :meth:`Host.deliver`; subclasses wrap it."""
         return self._host.deliver(channel_id, frame)
 
-    async def next_credit(self, channel_id: Hashable, known: Credit | None) -> Credit:
-        """See :meth:`Host.next_credit`."""
-        return await self._host.next_credit(channel_id, known)
+    async def next_credit(self, channel_id: Hashable, known: CreditTuple) -> CreditTuple:
+        """:meth:`Host.next_credit`, credits as tuples."""
+        return credit_tuple(await self._host.next_credit(channel_id, Credit(*known)))
 
     async def run(self, function: Callable[..., Any], *args: Any) -> Any:
         """Call ``function(host, *args)`` in the actor's process; await it if it is awaitable.
