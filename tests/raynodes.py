@@ -244,6 +244,15 @@ class JitteredHost(HostActor):
         return self.early
 
 
+class StuckHost(HostActor):
+    """A host that delivers its first three frames and never answers for the others."""
+
+    async def deliver_frame(self, channel_id: Hashable, frame: Frame) -> Credit:
+        if frame.seq >= 3:
+            await asyncio.Event().wait()
+        return await super().deliver_frame(channel_id, frame)
+
+
 class StraightHost(JitteredHost):
     """The negative control: puts each frame's messages into the channel as it arrives.
 
