@@ -155,12 +155,14 @@ async def test_items_cross_complete_in_order_and_once_with_control_messages_in_p
 async def test_the_driver_sends_from_a_host_of_its_own(far: Any) -> None:
     driver = Host("driver")  # no actor: everything is called from here
     puts = raynodes.stream(seed=4, items=500)
+    polls = (await far.statistics.remote()).polls
     await run(far, raynodes.open_receiver, "from the driver", 8)
     driver.add_sender("from the driver", "source", raynodes.Reader(), 8, far, frame_items=4)
     consuming = far.run.remote(raynodes.consume, "from the driver", 0.001)
     produced = await raynodes.produce(driver, "from the driver", puts, False)
     assert produced.error is None
     check_in_order(raynodes.expected(puts), await consuming)
+    assert (await far.statistics.remote()).polls > polls  # it was starved: it asked
     await driver.drain("from the driver")
     assert driver.remove("from the driver") == []
     assert await run(far, raynodes.remove, "from the driver") == []
