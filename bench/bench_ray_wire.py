@@ -45,6 +45,7 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 import argparse
 import asyncio
+import shutil
 import statistics
 import sys
 import tempfile
@@ -190,7 +191,8 @@ class Bench:
         return seconds
 
 
-def start_ray() -> None:
+def start_ray() -> str:
+    """Start a local Ray; return the temporary directory its files are in."""
     root = tempfile.mkdtemp(prefix="hp-ray-")
     os.environ.update(
         {
@@ -211,6 +213,7 @@ def start_ray() -> None:
         _temp_dir=root,
         log_to_driver=False,
     )
+    return root
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -229,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"- cores this process may use: {len(os.sched_getaffinity(0))}")
     print(f"- ray: {package_version('ray')}")
     started = time.perf_counter()
-    start_ray()
+    root = start_ray()
     print(f"- ray.init: {time.perf_counter() - started:.1f} s")
     print(f"- node address: {', '.join(n['NodeManagerAddress'] for n in ray.nodes())}")
     bench = Bench(items, args.batch)
@@ -268,6 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ]
         )
     ray.shutdown()
+    shutil.rmtree(root, ignore_errors=True)
     print(f"- load average during the runs: {min(loads):.1f}-{max(loads):.1f}\n")
     headers = ["in flight", "batch", "items", "raw Ray calls items/s", "hotplumb wire items/s"]
     print(markdown_table([*headers, "wire vs raw", "spread", "polls per frame", "runs"], rows))
