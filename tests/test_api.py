@@ -5,6 +5,8 @@ from __future__ import annotations
 import doctest
 import inspect
 import pickle
+import subprocess
+import sys
 import traceback
 import types
 
@@ -111,3 +113,8 @@ def test_the_examples_in_docstrings_run() -> None:
     result = runner.summarize(verbose=False)
     assert seen >= 40
     assert result.failed == 0
+
+
+def test_importing_hotplumb_never_imports_ray() -> None:
+    code = "import sys, hotplumb, hotplumb.testing; assert 'ray' not in sys.modules, 'imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

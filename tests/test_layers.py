@@ -55,6 +55,7 @@ LAYERS: Final[tuple[tuple[str, ...], ...]] = (
     ("_sources",),
     ("_channel",),
     ("_wire",),
+    ("_raywire",),
     ("_kernel",),
     ("_observe",),
     ("_change",),

@@ -754,6 +754,52 @@ async def test_a_failed_call_closes_the_sender_and_later_puts_raise_with_the_cau
     assert contents(sender.close()) == [[0], [1], Mark(0)]
 
 
+async def test_a_failure_told_from_outside_a_call_wakes_a_waiting_putter_to_raise() -> None:
+    sender, _, transport, _, _, _ = held_pair(capacity=2, frame_items=1)
+    await sender.put(batch(0, 1))
+    await wait_all_tasks_blocked()
+    transport.complete(0)  # delivered, but never credited as taken
+    blocked = asyncio.create_task(sender.put(batch(2)))
+    await wait_all_tasks_blocked()
+    assert not blocked.done()  # no call in flight: only the credit path could wake it
+    gone = ConnectionError("the credit path's host died")
+    sender.fail(gone)
+    sender.fail(ConnectionError("again"))  # only the first is kept
+    with pytest.raises(TopologyClosedError, match="credit path") as raised:
+        await blocked
+    assert raised.value.__cause__ is gone
+    assert contents(sender.close()) == [[0, 1]]  # no credit said it arrived
+    sender.fail(ConnectionError("after close"))
+    assert sender.error is gone
+
+
+def starved(sender: WireSender) -> bool:
+    return sender.starved  # read through a call: mypy would narrow the property
+
+
+async def test_the_sender_asks_for_credit_only_when_no_reply_to_come_can_bring_it() -> None:
+    asked: list[Credit] = []
+    transport = Held()
+    sender = WireSender(
+        "near", Reader(), 2, transport, clock=FakeClock(), frame_items=1, wants_credit=asked.append
+    )
+    await sender.put(batch(0, 1))
+    blocked = asyncio.create_task(sender.put(batch(2)))
+    await wait_all_tasks_blocked()
+    assert not blocked.done()
+    assert not starved(sender)  # frame 0's call is in flight: its reply may bring credit
+    assert asked == []
+    transport.complete(0, Credit(1, 0))  # delivered, nothing taken yet
+    await wait_all_tasks_blocked()
+    assert starved(sender)
+    assert asked == [Credit(1, 0)]  # the credit the sender has, for the poll to better
+    assert sender.credit == Credit(1, 0)
+    sender.grant(Credit(1, 2))  # what the poll brought
+    await blocked
+    assert not starved(sender)
+    assert asked == [Credit(1, 0)]
+
+
 async def test_a_sealed_receiving_channel_refuses_frames_and_the_senders_putters_raise() -> None:
     sender, receiver, net, clock, _ = network_pair(0, capacity=2, repeat=0.0, frame_items=1)
     await sender.put(batch(0))
@@ -975,21 +1021,25 @@ async def scenario(
 class ArrivalOrder(WireReceiver):
     """The negative control: a receiver that delivers frames as they arrive (repeats still dropped).
 
-    Built on the public interface alone: each new frame is renumbered as the
-    next in sequence, so the real receiver delivers it at once.
+    Built on the public interface alone: each new frame is renumbered by its
+    arrival (the first to arrive is 0, the next 1, ...), so the real receiver
+    delivers frames in the order they came, holding one only while its
+    channel has no room.
     """
 
-    __slots__ = ("seen",)
+    __slots__ = ("arrived", "seen")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.seen: set[int] = set()
+        self.arrived = 0
 
     def receive(self, frame: Frame) -> Credit:
         if frame.seq in self.seen:
             return super().receive(replace(frame, seq=0))  # a repeat: dropped
         self.seen.add(frame.seq)
-        return super().receive(replace(frame, seq=self.delivered))
+        self.arrived += 1
+        return super().receive(replace(frame, seq=self.arrived - 1))
 
 
 ops_strategy = st.lists(
@@ -1125,11 +1175,6 @@ def test_the_property_fails_for_a_receiver_that_delivers_in_arrival_order() -> N
 # known holes, each pinned by a test that fails until it is fixed ---------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a reply credit that grant() refuses escapes _call as an unretrieved task "
-    "exception: the sender stays open and the frames waiting for a call are never sent",
-)
 async def test_a_reply_credit_the_sender_refuses_fails_the_sender() -> None:
     sender, _, transport, _, _, _ = held_pair(capacity=10, in_flight=1)
     sender.put_control(Mark(0))
@@ -1145,36 +1190,71 @@ async def test_a_reply_credit_the_sender_refuses_fails_the_sender() -> None:
         gc.collect()  # the call's task is cyclic garbage (its frame holds it): asyncio logs it now
     finally:
         loop.set_exception_handler(None)
-    assert [type(c.get("exception")) for c in logged] == [ValueError]  # only logged
-    # Either the sender fails (its puts then raise, the cause kept), or it goes on
-    # sending; it must not sit open with a frame that no call will ever carry.
-    assert sender.closed or len(transport.frames) == 2
+    assert logged == []  # nothing escapes the call's task
+    # The sender fails: it must not sit open with a frame that no call will ever
+    # carry, and its puts raise with the refused credit as the cause.
+    assert sender.closed
+    assert isinstance(sender.error, ValueError)
+    with pytest.raises(TopologyClosedError, match="failed: ValueError") as raised:
+        await sender.put(batch(1))
+    assert raised.value.__cause__ is sender.error
+    assert contents(sender.close()) == [Mark(0), Mark(1)]  # no credit confirmed either
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_call catches Exception only: a transport call cancelled by anyone but close() "
-    "ends its task silently, the frame's fate unknown, and the sender stays open",
-)
 async def test_a_call_cancelled_from_outside_the_sender_closes_the_sender() -> None:
     sender, receiver, transport, _, _, _ = held_pair(capacity=10)
     sender.put_control(Mark(0))
     await wait_all_tasks_blocked()
     transport.calls[0][1].cancel()  # say, the connection dropped and cancelled its requests
     await wait_all_tasks_blocked()
+    assert sender.closed  # as for a failed call: nothing after a lost frame can be in order
     sender.put_control(Mark(1))
     await wait_all_tasks_blocked()
-    receiver.receive(transport.frames[1])  # frame 1 arrives; frame 0 never will
-    assert receiver.statistics().held == 1
-    assert sender.closed  # as for a failed call: nothing after a lost frame can be in order
+    assert len(transport.frames) == 1  # frame 0 never arrives, so nothing after it is sent
+    assert receiver.delivered == 0
+    with pytest.raises(TopologyClosedError, match=r"frame 0 .* was cancelled"):
+        await sender.put(batch(1))
+    assert contents(sender.close()) == [Mark(0), Mark(1)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="credits are kept as a maximum, so items a consumer takes, is credited for and "
-    "then pushes back (a restarted task) are never charged again: the bound on the items "
-    "between the two nodes grows by them",
-)
+class _Tracked(Held):
+    """A held transport that remembers the task of each call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    async def send(self, frame: Frame) -> Credit | None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.append(task)
+        return await super().send(frame)
+
+
+async def test_a_call_task_cancelled_from_outside_fails_the_sender_and_stays_cancelled() -> None:
+    transport = _Tracked()
+    sender = WireSender("near", Reader(), 10, transport, clock=FakeClock())
+    sender.put_control(Mark(0))
+    await wait_all_tasks_blocked()
+    (call,) = transport.tasks
+    call.cancel()  # say, a task group around the producer cancelling its tasks
+    await wait_all_tasks_blocked()
+    assert call.cancelled()
+    assert sender.closed
+    assert isinstance(sender.error, ConnectionAbortedError)
+    assert transport.in_flight == 0
+
+
+async def test_close_cancels_its_calls_without_calling_it_a_failure() -> None:
+    sender, _, transport, _, _, _ = held_pair(capacity=10)
+    sender.put_control(Mark(0))
+    await wait_all_tasks_blocked()
+    assert contents(sender.close()) == [Mark(0)]
+    await wait_all_tasks_blocked()
+    assert sender.error is None
+    assert transport.in_flight == 0
+
+
 async def test_a_batch_pushed_back_after_its_credit_still_counts_against_the_capacity() -> None:
     sender, receiver, transport, credits, _, _ = held_pair(capacity=4, frame_items=4)
     await sender.put(batch(1, 2, 3, 4))
@@ -1189,24 +1269,55 @@ async def test_a_batch_pushed_back_after_its_credit_still_counts_against_the_cap
     transport.complete(1, receiver.receive(transport.frames[1]))
     # The module's bound: capacity, plus the last batch's items less one.
     assert receiver.channel.size <= 4 + (4 - 1)
+    assert receiver.statistics().held == 1  # frame 1 waits for room, and the sender counts it
+    assert sender.size == 4
+    assert contents([receiver.channel.take()]) == [[1, 2, 3, 4]]  # taken again: room
+    assert receiver.delivered == 2
+    assert contents(drain(receiver)) == [[5, 6, 7, 8]]
+    sender.grant(credits.given[-1])
+    assert sender.size == 0
 
 
-class _BrokenLine:
-    """A credit line whose far end is gone: every grant raises."""
+async def test_a_frame_with_no_data_is_delivered_into_a_full_channel() -> None:
+    _, receiver, *_ = held_pair(capacity=2)
+    receiver.receive(Frame(0, (batch(1, 2),)))
+    receiver.receive(Frame(1, (Mark(0),)))  # control only: it adds nothing to count
+    receiver.receive(Frame(2, (batch(3),)))  # data: it waits for room
+    assert receiver.delivered == 2
+    assert contents([receiver.channel.take()]) == [[1, 2]]
+    assert receiver.delivered == 3
+    assert contents(drain(receiver)) == [Mark(0), [3]]
+
+
+async def test_a_larger_capacity_lets_a_frame_waiting_for_room_in() -> None:
+    _, receiver, *_ = held_pair(capacity=2)
+    receiver.receive(Frame(0, (batch(1, 2),)))
+    receiver.receive(Frame(1, (batch(3),)))
+    assert receiver.statistics().held == 1
+    receiver.channel.resize(4)
+    assert receiver.delivered == 2
+    assert contents(drain(receiver)) == [[1, 2], [3]]
+
+
+class _BrokenLine(Credits):
+    """A credit line whose far end is gone while ``broken``: grants raise."""
+
+    broken = True
 
     def grant(self, credit: Credit) -> None:
-        raise ConnectionError("the producer's host is gone")
+        if self.broken:
+            raise ConnectionError("the producer's host is gone")
+        super().grant(credit)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_ReceivingChannel.take removes the message before telling the credit line: "
-    "if the line raises, the batch is neither returned nor left in the channel",
-)
 async def test_a_credit_line_that_raises_does_not_lose_the_batch_taken() -> None:
-    receiver = WireReceiver("near", Reader(), 4, _BrokenLine())
+    line = _BrokenLine()
+    receiver = WireReceiver("near", Reader(), 4, line)
     receiver.receive(Frame(0, (batch(1, 2),)))
     with pytest.raises(ConnectionError):
         receiver.channel.take()  # the data ran out: a credit is due, and the line raises
     # What was taken is still somewhere: in the channel, for the retry or the shutdown report.
     assert receiver.channel.size == 2
+    line.broken = False  # the producer's host is back
+    assert contents([receiver.channel.take()]) == [[1, 2]]
+    assert line.given == [Credit(1, 2)]  # the credit the broken line did not carry

@@ -17,6 +17,7 @@ earlier lines (``tests/test_layers.py`` checks it; imports under
 ``_sources``                  sources from an (async) iterable or an ``asyncio.Queue``
 ``_channel``                  the ``Channel`` interface and its in-memory implementation
 ``_wire``                     channels between processes: frames, credits, the two ends
+``_raywire``                  the wire over Ray actor calls: hosts, their actor, the transport
 ``_kernel``                   how a node's callable is called: strategies filling ``Outputs``
 ``_observe``                  the ``Observer`` seam: batches, failures and changes told
 ``_change``                   the live-change protocol: plan, cut, align, switch, complete

@@ -472,6 +472,11 @@ class Batch:
             repeat(self.trace),
         )
 
+    def __reduce__(self) -> tuple[type[Batch], tuple[Any, ...]]:
+        # Its constructor's arguments: faster to pickle and unpickle than the
+        # slots' state, and a batch crosses a process boundary in every frame.
+        return (Batch, (self.values, self.origins, self.route, self.parents, self.trace))
+
     def __repr__(self) -> str:
         return f"Batch({len(self.values)} items via {self.route!r})"
 

@@ -38,16 +38,24 @@ The five guarantees of ``_channel``, for the pair:
    the items between the two nodes are bounded per channel: ``capacity``, plus
    the last batch's items less one, plus what ``force_put`` added. Credit is
    given as the consumer *takes* items, not as they arrive: a reader that stops
-   taking gives none, and its producer stops sending data.
+   taking gives none, and its producer stops sending data. Credit once given
+   is never taken back, so the receiver keeps its own channel bounded too: it
+   delivers the next frame with data only while the channel holds fewer than
+   ``capacity`` items. A consumer that takes a batch, is credited for it, and
+   pushes it back (a restarted task) therefore does not let the channel grow
+   by it: the frames behind wait at the receiver, still counted by the
+   sender, until the consumer takes again.
 3. **Control never waits.** ``put_control`` and ``force_put`` append to the
    open frame and return; control messages are not counted. ``put_control``
    cuts the frame at once, so a barrier never waits for the linger.
 4. **No silent loss.** After ``seal`` or ``close``, ``put`` raises
    :class:`~hotplumb.TopologyClosedError` and waiting putters are woken to
    raise. A failed call closes the sender: later puts raise, with the failure
-   chained. A receiver whose channel was sealed or closed refuses new frames
-   (the call raises, so the sender fails rather than drops them) and sends a
-   closing credit, which wakes the sender's putters to raise. A frame stays
+   chained; so does a call cancelled by anything but ``close`` (its frame may
+   be lost), and a reply whose credit is not this channel's. A receiver whose
+   channel was sealed or closed refuses new frames (the call raises, so the
+   sender fails rather than drops them) and sends a closing credit, which
+   wakes the sender's putters to raise. A frame stays
    in the sender until a credit says it was delivered, so ``close`` returns
    every message not known to have arrived (see below).
 5. **The consumer is told.** Every delivered message is put into the
@@ -84,15 +92,12 @@ a new object per frame. The receiver re-interns routes (a bounded table), so
 batches of one route share one route object again: its channel coalesces
 them, and a reader's route table finds them by identity.
 
-How it maps onto Ray actor calls (later work): ``Transport.send`` is ``await
-actor.deliver.remote(channel_id, frame)`` on the consumer's host actor, whose
-``deliver`` calls :meth:`WireReceiver.receive` and returns the credit;
-``CreditLine.grant`` is ``actor.grant.remote(channel_id, credit)`` on the
-producer's host actor, not awaited, whose ``grant`` calls
-:meth:`WireSender.grant`; those calls are reordered too, which cumulative
-credits make harmless. With Ray's task retries off, a failed call closes the
-sender and its frames are reported; with them on, a call that ran twice is
-dropped by the receiver.
+A credit line need not call out. It may bring credit only when asked: the
+sender calls its ``wants_credit`` hook when it is *starved*, that is when a
+putter waits for credit and no call is in flight or waiting, whose reply
+could bring it (while frames flow, nothing is asked). ``_raywire`` carries the pair over Ray actor
+calls that way: a frame is a call of the receiving host's actor, and a
+sender whose putter waits polls that actor for newer credit.
 """
 
 from __future__ import annotations
@@ -108,7 +113,7 @@ from hotplumb._datum import Batch
 from hotplumb._errors import TopologyClosedError
 
 if TYPE_CHECKING:
-    from collections.abc import Hashable
+    from collections.abc import Callable, Hashable
 
     from hotplumb._channel import Consumer
     from hotplumb._clock import Clock
@@ -159,6 +164,10 @@ class Frame:
     def items(self) -> int:
         """The data items of the frame's batches."""
         return sum(len(m.values) for m in self.messages if type(m) is Batch)
+
+    def __reduce__(self) -> tuple[type[Frame], tuple[int, tuple[Any, ...]]]:
+        # Its fields, as constructor arguments: what crosses in every call.
+        return (Frame, (self.seq, self.messages))
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +245,8 @@ class ReceiverStatistics:
 
     Attributes:
         delivered: Frames delivered into the channel, in order.
-        held: Frames that arrived early, held until those before them come.
+        held: Frames held until those before them come, or until the channel
+            has room.
         duplicates: Frames dropped because they had arrived before.
         items: Data items delivered into the channel.
         taken: Data items the consumer has taken for good.
@@ -268,6 +278,10 @@ class WireSender:
         frame_items: Items in a frame before it is cut.
         linger: Seconds the open frame waits for more before it is cut.
         in_flight: Calls to the transport at once.
+        wants_credit: Called, never awaited, with the credit the sender has,
+            whenever it becomes :attr:`starved`; for a credit line that brings
+            credit only when asked (a poll), which asks now. It must not
+            block or raise.
 
     Raises:
         ValueError: ``capacity``, ``frame_items`` or ``in_flight`` is not a
@@ -306,6 +320,7 @@ class WireSender:
         "_stopped",
         "_taken",
         "_transport",
+        "_wants_credit",
         "capacity",
         "closed",
         "consumer",
@@ -325,6 +340,7 @@ class WireSender:
         frame_items: int = FRAME_ITEMS,
         linger: float = LINGER,
         in_flight: int = IN_FLIGHT,
+        wants_credit: Callable[[Credit], None] | None = None,
     ) -> None:
         for name, value in (
             ("capacity", capacity),
@@ -346,6 +362,7 @@ class WireSender:
         self._frame_items = frame_items
         self._linger_time = float(linger)
         self._in_flight = in_flight
+        self._wants_credit = wants_credit
         # The open frame: messages put since the last cut, in order;
         # `_open_items` counts their items. `_own` is the batch at its tail
         # that this sender made by merging, and so may extend.
@@ -434,6 +451,20 @@ class WireSender:
         """Whether everything put has reached the far consumer, as credits say."""
         return not self
 
+    @property
+    def starved(self) -> bool:
+        """Whether a putter waits for credit that no reply to come can bring.
+
+        That is, no call is in flight and no frame waits for one (their
+        replies carry credit), and the sender still sends.
+        """
+        return bool(self._space) and not self._calls and not self._ready and not self._stopped
+
+    @property
+    def credit(self) -> Credit:
+        """The greatest credit received: frames confirmed delivered, items taken."""
+        return Credit(self._delivered, self._taken, self._far_closed)
+
     def seal(self) -> None:
         """Refuse further data (``put`` raises), but send on what was put."""
         self.closed = True
@@ -507,6 +538,18 @@ class WireSender:
             self._far_closed = self.closed = self._stopped = True
             self._cancel_linger()
             self._wake_all()
+
+    def fail(self, error: Exception) -> None:
+        """The far side is gone (``error`` says how): close as a failed call does.
+
+        For what learns of the failure outside a call, such as the path that
+        brings credits back. Later puts raise
+        :class:`~hotplumb.TopologyClosedError` with ``error`` chained, waiting
+        putters are woken to raise, and nothing more is sent; the frames are
+        kept for :meth:`close`'s report. Only the first error is kept.
+        """
+        if not self._ended:
+            self._fail(error)
 
     def statistics(self) -> SenderStatistics:
         """The sending end's counters now."""
@@ -596,13 +639,37 @@ class WireSender:
         except Exception as exc:
             self._fail(exc)
             return
+        except asyncio.CancelledError as cancelled:
+            # close() cancels its calls after `_ended` is set: the report has their
+            # frames. Anything else that cancels a call (a transport dropping its
+            # requests, a task group around the sender) leaves the frame's fate
+            # unknown, so it fails the sender as a failed call does.
+            if not self._ended:
+                lost = ConnectionAbortedError(
+                    f"the call carrying frame {frame.seq} to {self.consumer.key!r} was "
+                    "cancelled; the frame may not have been delivered"
+                )
+                lost.__cause__ = cancelled
+                self._fail(lost)
+            if self._ended or me.cancelling():
+                raise  # our own task was cancelled: let the cancellation through
+            return
         finally:
             # Free the call's place here, not in a done callback, so the pump
             # below sees it free.
             self._calls.discard(me)
         if credit is not None:
-            self.grant(credit)
+            try:
+                self.grant(credit)
+            except ValueError as exc:  # not this channel's credit: nothing it says can be trusted
+                self._fail(exc)
+                return
         self._pump()
+        self._ask_for_credit()  # the last reply came, and a putter still waits
+
+    def _ask_for_credit(self) -> None:
+        if self._wants_credit is not None and self.starved:
+            self._wants_credit(self.credit)
 
     def _fail(self, exc: Exception) -> None:
         """A call failed: the frame may be lost, so nothing after it can be delivered in order."""
@@ -647,6 +714,7 @@ class WireSender:
                 self._space.insert(0, waiter)  # the space went before we ran: keep our place
             else:
                 self._space.append(waiter)
+            self._ask_for_credit()
             try:
                 await waiter
             except BaseException:
@@ -692,11 +760,26 @@ class _ReceivingChannel(MemoryChannel):
         self._receiver = receiver
 
     def take(self) -> Any:
-        """Remove and return the oldest message; taking data gives credit."""
+        """Remove and return the oldest message; taking data gives credit.
+
+        Raises:
+            Exception: What the credit line raised; the batch is back at the
+                head of the channel, for the consumer's retry or the
+                shutdown report.
+        """
         message = super().take()
         if type(message) is Batch:
-            self._receiver._taken()
+            try:
+                self._receiver._taken()
+            except BaseException:
+                super().push_front(message)
+                raise
         return message
+
+    def resize(self, capacity: int) -> None:
+        """Set ``capacity``; a frame that waited for the room there now is goes in."""
+        super().resize(capacity)
+        self._receiver._resized()
 
     def seal(self) -> None:
         """Refuse further data; the receiver then refuses frames and tells the sender."""
@@ -762,8 +845,9 @@ class WireReceiver:
         self.duplicates = 0
         self._credits = credits
         self._every = every
-        # Invariant: every held frame's number is above `delivered`; none is
-        # `delivered` itself (that one is delivered on arrival).
+        # Invariant: every held frame's number is `delivered` or above; frame
+        # `delivered` is held only while the channel holds `capacity` items or
+        # more and the frame has data (it goes in when the consumer takes).
         self._held: dict[int, Frame] = {}
         # Items put into the channel; items the sender has been told are taken.
         self._items = 0
@@ -792,16 +876,9 @@ class WireReceiver:
                 f"{self.channel.consumer.key!r} takes no more data: its input from "
                 f"{self.channel.producer!r} was sealed or closed; frame {seq} is not delivered"
             )
-        if seq != self.delivered:
-            self._held[seq] = frame
-            return self._credit()
-        self._deliver(frame)
-        held = self._held
-        while held:
-            following = held.pop(self.delivered, None)
-            if following is None:
-                break
-            self._deliver(following)
+        self._held[seq] = frame
+        if seq == self.delivered:
+            self._deliver_held()
         return self._credit()
 
     def statistics(self) -> ReceiverStatistics:
@@ -813,6 +890,19 @@ class WireReceiver:
             items=self._items,
             taken=self._released(),
         )
+
+    def _deliver_held(self) -> None:
+        """Deliver the held frames that are next in order, while the channel has room."""
+        held = self._held
+        channel = self.channel
+        while held:
+            frame = held.get(self.delivered)
+            if frame is None:
+                break
+            if channel.size >= channel.capacity and frame.items:
+                break  # full (say, of data pushed back after its credit): wait for a take
+            del held[self.delivered]
+            self._deliver(frame)
 
     def _deliver(self, frame: Frame) -> None:
         channel = self.channel
@@ -849,11 +939,19 @@ class WireReceiver:
         """The consumer took data: send credit when enough is due, or when the data ran out."""
         if self.channel.closed:
             return
+        if self.delivered in self._held:
+            self._deliver_held()  # a frame waited for room
         released = self._released()
         if released - self._told >= self._every or (
             self.channel.size == 0 and released > self._told
         ):
-            self._credits.grant(self._credit())
+            credit = Credit(self.delivered, released, False)
+            self._credits.grant(credit)
+            self._told = released  # only once given: a line that raised has told nothing
+
+    def _resized(self) -> None:
+        if not self.channel.closed and self.delivered in self._held:
+            self._deliver_held()
 
     def _sealed(self) -> None:
         self._held.clear()

@@ -1,0 +1,336 @@
+"""The wire over Ray: real host actors, each a process, and the channel's guarantees between them.
+
+One local Ray cluster serves the whole session (``ray.init`` costs seconds),
+on 127.0.0.1, its files under a pytest temporary directory, with no
+authentication token read from or written to the home directory. What runs
+inside the actors is in ``tests/raynodes.py``: the workers import it by name.
+The receiving host of most tests is a :class:`~tests.raynodes.JitteredHost`,
+whose ``deliver`` awaits a random moment first, so frames really arrive out
+of order; the negative control delivers them as they arrive, and the same
+checker must catch it.
+
+Without Ray the tests are skipped, unless ``HOTPLUMB_REQUIRE_RAY=1`` (CI's
+main Python), which makes a missing Ray an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+# Ray "resolves" 127.0.0.1 to the machine's own address, and binds there, unless it runs
+# as on a laptop (the name says Windows or macOS; it works on Linux). Ray reads it as it
+# is imported, so it is set before anything imports Ray.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+if os.environ.get("HOTPLUMB_REQUIRE_RAY") != "1":
+    pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'hotplumb[ray]'")
+
+import ray
+
+from hotplumb import Datum, NodeError, Route, TopologyClosedError
+from hotplumb._datum import Batch
+from hotplumb._raywire import Host, HostActor, pack_frame, start_host, unpack_frame
+from hotplumb._wire import Credit, Frame
+from hotplumb.testing import wait_all_tasks_blocked
+from tests import raynodes
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterator
+
+pytestmark = pytest.mark.ray
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+_SET = {
+    "RAY_AUTH_MODE": "disabled",  # no token read from or written to ~/.ray
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+_UNSET = ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A local Ray for the session: its files in a temporary directory, no auth token."""
+    # Short: Ray's socket paths under it must stay within the 107 bytes of a Unix socket.
+    root = tmp_path_factory.mktemp("ray")
+    names = (*_SET, *_UNSET, "RAY_TMPDIR", "TMPDIR", "PYTHONPATH")
+    saved = {name: os.environ.get(name) for name in names}
+    for name in _UNSET:
+        os.environ.pop(name, None)
+    os.environ.update(_SET)
+    os.environ["RAY_TMPDIR"] = os.environ["TMPDIR"] = str(root)
+    # The workers import tests.raynodes by name.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPOSITORY), saved["PYTHONPATH"]) if p
+    )
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        _temp_dir=str(root),
+        log_to_driver=False,
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def near(cluster: None) -> Iterator[Any]:
+    """The sending host, for the session (actors take most of a second to start)."""
+    actor = start_host("near")
+    yield actor
+    ray.kill(actor)
+
+
+@pytest.fixture(scope="session")
+def far(cluster: None) -> Iterator[Any]:
+    """The receiving host: its frames arrive out of order."""
+    actor = start_host("far", actor_class=raynodes.JitteredHost)
+    yield actor
+    ray.kill(actor)
+
+
+async def run(actor: Any, function: Callable[..., Any], *args: Any) -> Any:
+    return await actor.run.remote(function, *args)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
+    """Wait until ``check()`` is true, asking every 20 ms; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {timeout} s")
+        await asyncio.sleep(0.02)
+
+
+def check_in_order(want: list[Any], got: list[Any]) -> None:
+    """Each item and control message once, in order; the first difference is the failure."""
+    for index, (expected, taken) in enumerate(zip(want, got, strict=False)):
+        if expected != taken:
+            raise AssertionError(
+                f"message {index}: expected {expected!r}, got {taken!r} "
+                f"(then {got[index + 1 : index + 4]!r})"
+            )
+    if len(got) != len(want):
+        raise AssertionError(f"{len(got)} messages taken, {len(want)} put")
+
+
+def flat(messages: list[Any]) -> list[Any]:
+    """Values and control messages in order, from lists of values and control messages."""
+    return [v for m in messages for v in (m if isinstance(m, list) else [m])]
+
+
+async def test_items_cross_complete_in_order_and_once_with_control_messages_in_place(
+    near: Any, far: Any
+) -> None:
+    puts = raynodes.stream(seed=1, items=3000)
+    early = await far.early_frames.remote()
+    await run(far, raynodes.open_receiver, "in order", 64)
+    await run(near, raynodes.open_sender, "in order", far, 64, {"frame_items": 16})
+    consuming = far.run.remote(raynodes.consume, "in order")
+    produced = await run(near, raynodes.produce, "in order", puts, False)
+    taken = await consuming
+    assert produced.error is None
+    check_in_order(raynodes.expected(puts), taken)
+    assert await far.early_frames.remote() > early  # the frames did arrive out of order
+    # The last take is confirmed by asking; then there is nothing left to report.
+    await run(near, raynodes.drain, "in order")
+    assert await run(near, raynodes.remove, "in order") == []
+    assert await run(far, raynodes.remove, "in order") == []
+
+
+async def test_the_driver_sends_from_a_host_of_its_own(far: Any) -> None:
+    driver = Host("driver")  # no actor: everything is called from here
+    puts = raynodes.stream(seed=4, items=500)
+    polls = (await far.statistics.remote()).polls
+    await run(far, raynodes.open_receiver, "from the driver", 8)
+    driver.add_sender("from the driver", "source", raynodes.Reader(), 8, far, frame_items=4)
+    consuming = far.run.remote(raynodes.consume, "from the driver", 0.001)
+    produced = await raynodes.produce(driver, "from the driver", puts, False)
+    assert produced.error is None
+    check_in_order(raynodes.expected(puts), await consuming)
+    assert (await far.statistics.remote()).polls > polls  # it was starved: it asked
+    await driver.drain("from the driver")
+    assert driver.remove("from the driver") == []
+    assert await run(far, raynodes.remove, "from the driver") == []
+
+
+async def test_a_consumer_that_stops_taking_stops_the_producer_at_the_bound(
+    near: Any, far: Any
+) -> None:
+    await run(far, raynodes.open_receiver, "bounded", 10)
+    await run(near, raynodes.open_sender, "bounded", far, 10, {"frame_items": 4})
+    putting = near.run.remote(raynodes.put_items, "bounded", 100)
+    await eventually(lambda: run(near, raynodes.outstanding, "bounded", 10))
+    await asyncio.sleep(0.3)  # long enough for dozens of calls: none may bring room
+    assert await run(near, raynodes.outstanding, "bounded", 10)
+    assert await run(far, raynodes.items_in, "bounded") <= 10
+    ready, _ = ray.wait([putting], timeout=0)
+    assert not ready  # the producer waits for credit
+    taken = await run(far, raynodes.consume, "bounded")  # the consumer takes: credit flows
+    assert taken == list(range(100))
+    most = await putting
+    assert most <= 10  # the sender never had more than capacity between the nodes
+    await run(near, raynodes.remove, "bounded")
+    await run(far, raynodes.remove, "bounded")
+
+
+async def test_the_checker_catches_a_receiver_that_does_not_resequence(
+    near: Any, cluster: None
+) -> None:
+    straight = start_host("straight", actor_class=raynodes.StraightHost)
+    try:
+        puts = raynodes.stream(seed=2, items=3000)
+        await run(straight, raynodes.open_receiver, "straight", 100_000)
+        await run(near, raynodes.open_sender, "straight", straight, 100_000, {"frame_items": 16})
+        consuming = straight.run.remote(raynodes.consume, "straight")
+        await run(near, raynodes.produce, "straight", puts, False)
+        taken = await consuming  # up to END, wherever it arrived
+        with pytest.raises(AssertionError, match=r"message \d+: expected|messages taken"):
+            check_in_order(raynodes.expected(puts), taken)
+        await run(near, raynodes.remove, "straight")
+    finally:
+        ray.kill(straight)
+
+
+@pytest.mark.parametrize(
+    "actor_class",
+    [HostActor, raynodes.StuckHost],
+    ids=["while the producer waits for credit", "with frames in flight"],
+)
+async def test_a_receiving_actor_killed_midstream_fails_the_sender_and_close_reports(
+    near: Any, cluster: None, actor_class: type[HostActor]
+) -> None:
+    doomed = start_host("doomed", actor_class=actor_class)
+    puts = raynodes.stream(seed=3, items=5000)
+    await run(doomed, raynodes.open_receiver, "doomed", 20)
+    await run(near, raynodes.open_sender, "doomed", doomed, 20, {"frame_items": 5})
+    consuming = doomed.run.remote(raynodes.consume, "doomed", 0.005)  # a slow consumer
+    producing = near.run.remote(raynodes.produce, "doomed", puts, True)
+    await eventually(lambda: run(doomed, raynodes.delivered, "doomed", 3))
+    await asyncio.sleep(0.1)  # the producer fills the channel and waits
+    ray.kill(doomed)
+    produced = await asyncio.wait_for(producing, timeout=20)  # it fails; it does not hang
+    with pytest.raises(ray.exceptions.RayActorError):
+        await consuming
+    assert produced.error is not None
+    assert "the channel to 'far' failed" in produced.error
+    assert isinstance(produced.cause, ray.exceptions.RayActorError)  # chained to Ray's error
+    assert 0 < produced.puts < len(puts)
+    # The report is exactly what no credit confirmed: the tail of what was put, after the
+    # frames confirmed delivered. What those held and the dead consumer had not taken died
+    # with it: the sender's outstanding items bound it.
+    put = flat(puts[: produced.puts])
+    report = flat(produced.report)
+    assert report == put[len(put) - len(report) :]
+    assert produced.delivered_frames >= 3
+    if actor_class is raynodes.StuckHost:
+        assert produced.delivered_frames == 3
+        assert report  # the frames that never got an answer
+    else:
+        assert report or produced.outstanding  # waiting: for credit its consumer never gave
+
+
+async def test_provenance_survives_the_crossing(near: Any, far: Any) -> None:
+    try:
+        raise ValueError("bad input", 3)
+    except ValueError as exc:
+        error = NodeError("parse", 2, exc)
+    route = Route("far", Route("parse", Route("source")))
+    parent = Datum("raw", "o-1", Route("parse", Route("source")), error)
+    sent = [
+        Batch([1, 2], ["o-1", "o-2"], route, [(parent,), ()]),
+        Batch([Datum(None, "o-3", route, error)], ["o-3"], route),
+    ]
+    await run(far, raynodes.open_receiver, "provenance", 10)
+    await run(near, raynodes.open_sender, "provenance", far, 10, {})
+    await run(near, raynodes.send_batches, "provenance", sent)
+    received = await run(far, raynodes.take_batches, "provenance", 2)
+    for got, want in zip(received, sent, strict=True):
+        assert got.route is not None
+        assert got.route.path == ("source", "parse", "far")
+        assert got.data(got.route) == want.data(route)  # value, origin, path, parents
+    crossed = received[0].parents[0][0]
+    assert crossed.path == ("source", "parse")
+    assert crossed.error == error
+    assert type(crossed.error.exception) is ValueError
+    assert crossed.error.exception.args == ("bad input", 3)
+    assert "ValueError: ('bad input', 3)" in crossed.error.traceback  # formatted at the source
+    assert received[1].values[0].error == error
+    await run(near, raynodes.remove, "provenance")
+    await run(far, raynodes.remove, "provenance")
+
+
+async def test_a_frame_for_a_channel_the_host_does_not_have_fails_the_sender(
+    near: Any, far: Any
+) -> None:
+    await run(far, raynodes.open_receiver, "removed", 10)
+    await run(near, raynodes.open_sender, "removed", far, 10, {})
+    assert await run(far, raynodes.remove, "removed") == []  # the consumer went away
+    produced = await run(near, raynodes.produce, "removed", [[1], [2]] * 50, True)
+    assert produced.error is not None
+    assert "TopologyClosedError: host 'far' has no channel 'removed' coming in" in produced.error
+    assert produced.puts < 100
+
+
+def test_the_cluster_is_on_the_loopback_address(cluster: None) -> None:
+    assert [node["NodeManagerAddress"] for node in ray.nodes()] == ["127.0.0.1"]
+
+
+def test_a_host_is_never_restarted_nor_retried(cluster: None) -> None:
+    with pytest.raises(ValueError, match="max_restarts"):
+        start_host("h", max_restarts=1)
+    with pytest.raises(ValueError, match="max_task_retries"):
+        start_host("h", max_task_retries=3)
+
+
+def test_a_frame_crosses_as_bytes_even_with_values_the_standard_pickle_refuses() -> None:
+    plain = Frame(4, (Batch([1, (2, "b")], ["o", "p"], raynodes.ROUTE), raynodes.Mark(1)))
+    back = unpack_frame(pack_frame(plain))
+    assert back.seq == 4
+    assert back.messages[0].values == [1, (2, "b")]
+    assert back.messages[0].route == raynodes.ROUTE
+    assert back.messages[1] == raynodes.Mark(1)
+    odd = Frame(0, (Batch([lambda x: x + 1], [1], raynodes.ROUTE),))  # by cloudpickle
+    assert unpack_frame(pack_frame(odd)).messages[0].values[0](1) == 2
+
+
+async def test_a_host_refuses_a_second_channel_of_one_id() -> None:
+    host = Host("here")
+    host.add_receiver("c", "a", raynodes.Reader(), 4)
+    with pytest.raises(ValueError, match="has a channel 'c' already"):
+        host.add_receiver("c", "a", raynodes.Reader(), 4)
+
+
+async def test_a_credit_poll_returns_when_the_consumer_takes_and_raises_once_removed() -> None:
+    host = Host("here")
+    receiver = host.add_receiver("c", "a", raynodes.Reader(), 4)
+    assert host.deliver("c", Frame(0, (Batch([1, 2], [1, 2], raynodes.ROUTE),))) == Credit(1, 0)
+    assert await host.next_credit("c", Credit(0, 0)) == Credit(1, 0)  # a frame is news
+    poll = asyncio.create_task(host.next_credit("c", Credit(1, 0)))
+    await wait_all_tasks_blocked()
+    assert not poll.done()  # nothing taken yet: no credit to bring
+    receiver.channel.take()
+    assert await poll == Credit(1, 2)
+    again = asyncio.create_task(host.next_credit("c", Credit(1, 2)))
+    await wait_all_tasks_blocked()
+    assert not again.done()  # the same credit is no news
+    assert host.remove("c") == []
+    assert await again == Credit(1, 2, closed=True)  # the closing credit
+    with pytest.raises(TopologyClosedError, match="no channel 'c' coming in"):
+        await host.next_credit("c", Credit(1, 2, closed=True))
+    with pytest.raises(TopologyClosedError, match="frame 1 is not delivered"):
+        host.deliver("c", Frame(1, ()))
