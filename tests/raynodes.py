@@ -269,3 +269,11 @@ class StraightHost(JitteredHost):
             else:
                 channel.put_control(message)
         return Credit(0, 0)
+
+
+class LateHost(HostActor):
+    """A host whose frames take a second to deliver: a call that comes after one is there first."""
+
+    async def deliver_frame(self, channel_id: Hashable, frame: Frame) -> Credit:
+        await asyncio.sleep(1.0)
+        return await super().deliver_frame(channel_id, frame)

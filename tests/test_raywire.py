@@ -426,3 +426,24 @@ async def test_a_drain_fails_when_the_far_end_is_removed_with_items_not_taken(
     finally:
         with contextlib.suppress(Exception):
             await run(near, raynodes.remove, "dropped")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a credit poll waits for takes only: a frame delivered after the poll came does "
+    "not wake it, so a drain whose last frame holds control messages alone waits for ever",
+)
+async def test_a_drain_ends_when_the_last_frame_holds_only_control_messages(
+    cluster: None,
+) -> None:
+    late = start_host("late", actor_class=raynodes.LateHost)
+    try:
+        await run(late, raynodes.open_receiver, "late", 10)
+        driver = Host("driver")
+        sender = driver.add_sender("late", "source", raynodes.Reader(), 10, late)
+        sender.put_control(raynodes.Mark(0))  # a barrier, say: nothing in it to take
+        await asyncio.wait_for(driver.drain("late"), 10)  # it arrives after a second
+        assert sender.empty
+        assert driver.remove("late") == []
+    finally:
+        ray.kill(late)
