@@ -447,3 +447,29 @@ async def test_a_drain_ends_when_the_last_frame_holds_only_control_messages(
         assert driver.remove("late") == []
     finally:
         ray.kill(late)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the receiver wakes a credit poll only every credit_every items or when its "
+    "channel runs dry: a take short of that leaves the starved producer waiting for room "
+    "the consumer made (a join that turns to its other input then waits for ever)",
+)
+async def test_a_starved_producer_goes_on_when_the_consumer_takes_one_batch(far: Any) -> None:
+    await run(far, raynodes.open_receiver, "held back", 8)  # credit every 2 items
+    driver = Host("driver")
+    sender = driver.add_sender("held back", "source", raynodes.Reader(), 8, far, frame_items=1)
+    try:
+        # Routes of their own, so neither end merges the batches.
+        for i in range(8):
+            await sender.put(Batch([i], [i], Route("far", Route(f"s{i}"))))
+        ninth = asyncio.create_task(sender.put(Batch([8], [8], Route("far", Route("s8")))))
+        await eventually(lambda: run(far, raynodes.delivered, "held back", 8), 10)
+        await wait_all_tasks_blocked()
+        assert not ninth.done()  # the channel is full
+        taken = await run(far, raynodes.take_batches, "held back", 1)  # then it waits elsewhere
+        assert taken[0].values == [0]
+        await asyncio.wait_for(ninth, 5)  # one item of room: as a local channel, it goes on
+    finally:
+        driver.remove("held back")
+        await run(far, raynodes.remove, "held back")
