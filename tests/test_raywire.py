@@ -342,7 +342,9 @@ async def test_a_credit_poll_returns_when_the_consumer_takes_and_raises_once_rem
     reason="pack_frame's standard pickle sends a class of the driver's __main__ by reference, "
     "which the host actor cannot import; Ray's cloudpickle would send it by value",
 )
-async def test_a_value_of_a_class_defined_in_the_driver_script_crosses(far: Any) -> None:
+async def test_a_value_of_a_class_defined_in_the_driver_script_crosses(
+    far: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import sys
     from dataclasses import dataclass
 
@@ -350,12 +352,11 @@ async def test_a_value_of_a_class_defined_in_the_driver_script_crosses(far: Any)
     class Reading:  # as a driver script (`python job.py`) defines its records
         n: int
 
-    main = sys.modules["__main__"]
     Reading.__module__ = "__main__"
     Reading.__qualname__ = Reading.__name__ = "HotplumbScriptReading"
-    setattr(main, "HotplumbScriptReading", Reading)
+    monkeypatch.setattr(sys.modules["__main__"], "HotplumbScriptReading", Reading, raising=False)
+    driver = Host("driver")
     try:
-        driver = Host("driver")
         await run(far, raynodes.open_receiver, "from the script", 10)
         sender = driver.add_sender("from the script", "source", raynodes.Reader(), 10, far)
         sender.force_put(Batch([Reading(1)], ["o"], raynodes.ROUTE))
@@ -364,11 +365,11 @@ async def test_a_value_of_a_class_defined_in_the_driver_script_crosses(far: Any)
             lambda: asyncio.sleep(0, sender.credit.frames >= 1 or sender.error is not None), 10
         )
         assert sender.error is None  # on main: the actor's unpickling raised AttributeError
-        taken = await asyncio.wait_for(far.run.remote(raynodes.take_batches, "from the script", 1), 10)
+        taking = far.run.remote(raynodes.take_batches, "from the script", 1)
+        taken = await asyncio.wait_for(taking, 10)
         assert type(taken[0].values[0]).__name__ == "HotplumbScriptReading"
         assert taken[0].values[0].n == 1
     finally:
-        delattr(main, "HotplumbScriptReading")
         with contextlib.suppress(KeyError):
             driver.remove("from the script")
         await run(far, raynodes.remove, "from the script")
