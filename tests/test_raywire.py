@@ -337,11 +337,6 @@ async def test_a_credit_poll_returns_when_the_consumer_takes_and_raises_once_rem
         host.deliver("c", Frame(1, ()))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pack_frame's standard pickle sends a class of the driver's __main__ by reference, "
-    "which the host actor cannot import; Ray's cloudpickle would send it by value",
-)
 async def test_a_value_of_a_class_defined_in_the_driver_script_crosses(
     far: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -429,11 +424,6 @@ async def test_a_drain_fails_when_the_far_end_is_removed_with_items_not_taken(
             await run(near, raynodes.remove, "dropped")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a credit poll waits for takes only: a frame delivered after the poll came does "
-    "not wake it, so a drain whose last frame holds control messages alone waits for ever",
-)
 async def test_a_drain_ends_when_the_last_frame_holds_only_control_messages(
     cluster: None,
 ) -> None:
@@ -450,12 +440,6 @@ async def test_a_drain_ends_when_the_last_frame_holds_only_control_messages(
         ray.kill(late)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the receiver wakes a credit poll only every credit_every items or when its "
-    "channel runs dry: a take short of that leaves the starved producer waiting for room "
-    "the consumer made (a join that turns to its other input then waits for ever)",
-)
 async def test_a_starved_producer_goes_on_when_the_consumer_takes_one_batch(far: Any) -> None:
     await run(far, raynodes.open_receiver, "held back", 8)  # credit every 2 items
     driver = Host("driver")

@@ -182,10 +182,17 @@ def pack_frame(frame: Frame) -> bytes:
     by cloudpickle, as Ray would send them.
     """
     try:
-        return pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
+        packed = pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, TypeError, AttributeError):
-        packed: bytes = ray.cloudpickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
-        return packed
+        pass
+    else:
+        # The standard pickle names a class or function of the driver's script
+        # (``__main__``) by reference, which a host cannot look up; cloudpickle
+        # sends it by value.
+        if b"__main__" not in packed:
+            return packed
+    by_value: bytes = ray.cloudpickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
+    return by_value
 
 
 def unpack_frame(packed: bytes) -> Frame:
@@ -273,12 +280,25 @@ class Host:
     ) -> WireReceiver:
         """Hold the receiving end of channel ``channel_id``; its consumer reads ``.channel``.
 
+        Args:
+            channel_id: The channel's id, unique on this host.
+            producer: The producing node's key (``None`` for an entry point).
+            consumer: The consuming node.
+            capacity: The channel's capacity, in items.
+            credit_every: How many items the consumer takes between two wake-ups
+                of a waiting credit poll; 1 by default, since a wake-up here is
+                local and cheap, and a producer starved of credit must hear of
+                every item taken (else a take smaller than this leaves it
+                waiting with room free).
+
         Raises:
             ValueError: The host has a channel of that id already, or
                 ``credit_every`` is not a positive int.
         """
         self._check_new(channel_id)
         box = _CreditBox()
+        if credit_every is None:
+            credit_every = 1
         receiver = WireReceiver(producer, consumer, capacity, box, credit_every=credit_every)
         self._receivers[channel_id] = receiver
         self._boxes[channel_id] = box
@@ -399,7 +419,10 @@ class Host:
         receiver = self._receivers.get(channel_id)
         if receiver is None:
             raise self._gone(channel_id, f"frame {frame.seq} is not delivered")
-        return receiver.receive(frame)
+        credit = receiver.receive(frame)
+        # A drain's poll waits for delivered frames too (one of control messages only).
+        self._boxes[channel_id].wake()
+        return credit
 
     async def next_credit(self, channel_id: Hashable, known: Credit) -> Credit:
         """Wait until the receiver of ``channel_id`` has done more than ``known`` says.
