@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,27 @@ def doubling(k: Hashable) -> hp.Node | None:
         case str() if k.startswith("feed/"):
             return hp.Node()
     return None
+
+
+@contextlib.asynccontextmanager
+async def a_drain_holding_the_change_lock() -> AsyncIterator[
+    tuple[hp.Topology, asyncio.Event, asyncio.Task[None]]
+]:
+    """A topology whose drain holds the change lock until ``gate`` is set."""
+    gate = asyncio.Event()
+    taken = asyncio.Event()
+
+    async def blocked(d: hp.Datum) -> None:
+        taken.set()
+        await gate.wait()
+
+    graph = hp.Graph({"x": hp.Node(), "out": hp.sink(blocked, inputs=["x"])}, doubling)
+    async with hp.run(graph) as topo:
+        await topo.inject("x", 1)
+        await asyncio.wait_for(taken.wait(), 5)
+        draining = asyncio.create_task(topo.drain())
+        await wait_all_tasks_blocked()
+        yield topo, gate, draining
 
 
 async def take(subscription: hp.Subscription, count: int) -> list[Any]:
@@ -213,20 +235,7 @@ async def test_a_change_that_cannot_start_fails_only_the_join_it_belongs_to() ->
 
 
 async def test_a_join_cancelled_before_its_change_changes_nothing() -> None:
-    gate = asyncio.Event()
-    taken = asyncio.Event()
-
-    async def blocked(d: hp.Datum) -> None:
-        taken.set()
-        await gate.wait()
-
-    graph = hp.Graph({"x": hp.Node(), "out": hp.sink(blocked, inputs=["x"])}, doubling)
-    async with hp.run(graph) as topo:
-        await topo.inject("x", 1)
-        await asyncio.wait_for(taken.wait(), 5)
-        # A drain holds the change lock until "out" is done with its datum.
-        draining = asyncio.create_task(topo.drain())
-        await wait_all_tasks_blocked()
+    async with a_drain_holding_the_change_lock() as (topo, gate, draining):
         cancelled = topo.subscribe("double/a")
         kept = topo.subscribe("double/b")
         joining = asyncio.create_task(cancelled.__aenter__())
@@ -405,20 +414,7 @@ def test_a_subscription_has_no_public_constructor() -> None:
 
 
 async def test_joins_that_fail_together_each_raise_an_exception_of_their_own() -> None:
-    gate = asyncio.Event()
-    taken = asyncio.Event()
-
-    async def blocked(d: hp.Datum) -> None:
-        taken.set()
-        await gate.wait()
-
-    graph = hp.Graph({"x": hp.Node(), "out": hp.sink(blocked, inputs=["x"])}, doubling)
-    async with hp.run(graph) as topo:
-        await topo.inject("x", 1)
-        await asyncio.wait_for(taken.wait(), 5)
-        # A drain holds the change lock until "out" is done with its datum.
-        draining = asyncio.create_task(topo.drain())
-        await wait_all_tasks_blocked()
+    async with a_drain_holding_the_change_lock() as (topo, gate, draining):
         subs = [topo.subscribe(f"double/{i}") for i in range(3)]
         joins = [asyncio.create_task(s.__aenter__()) for s in subs]
         await wait_all_tasks_blocked()
