@@ -103,6 +103,18 @@ def chain(*stages: str) -> hp.Graph:
 # -- off ------------------------------------------------------------------------------
 
 
+def summed_every_ten_seconds(summaries: list[hp.Datum]) -> hp.Graph:
+    """``readings`` summed by a rollup every 10 s into ``total``, read by ``out``."""
+    return hp.Graph(
+        {
+            "readings": hp.Node(),
+            "tick": hp.timer(10.0),
+            "total": hp.rollup(["readings"], "tick", fold=lambda w: sum(w.values)),
+            "out": hp.sink(summaries.append, inputs=["total"]),
+        }
+    )
+
+
 def test_without_a_provider_nothing_of_opentelemetry_is_imported() -> None:
     script = textwrap.dedent(
         """
@@ -312,14 +324,7 @@ async def test_a_failed_hop_is_an_error_span_with_the_exception_event(spans: Spa
 async def test_a_rollup_summary_links_to_the_spans_of_its_parents(spans: Spans) -> None:
     clock = FakeClock(0.0)
     summaries: list[hp.Datum] = []
-    graph = hp.Graph(
-        {
-            "readings": hp.Node(),
-            "tick": hp.timer(10.0),
-            "total": hp.rollup(["readings"], "tick", fold=lambda w: sum(w.values)),
-            "out": hp.sink(summaries.append, inputs=["total"]),
-        }
-    )
+    graph = summed_every_ten_seconds(summaries)
     async with hp.run(graph, clock=clock, tracer_provider=spans.provider) as topo:
         await topo.inject("readings", 1)
         await topo.drain()
@@ -346,14 +351,7 @@ async def test_a_link_carries_the_sampled_flag_of_the_span_it_links_to() -> None
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     clock = FakeClock(0.0)
     summaries: list[hp.Datum] = []
-    graph = hp.Graph(
-        {
-            "readings": hp.Node(),
-            "tick": hp.timer(10.0),
-            "total": hp.rollup(["readings"], "tick", fold=lambda w: sum(w.values)),
-            "out": hp.sink(summaries.append, inputs=["total"]),
-        }
-    )
+    graph = summed_every_ten_seconds(summaries)
     async with hp.run(graph, clock=clock, tracer_provider=provider) as topo:
         await topo.inject_many("readings", [1, 2])  # dropped: a pair
         await topo.drain()
