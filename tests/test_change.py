@@ -90,6 +90,9 @@ class Member:
     def retire(self) -> None:
         self.calls.append("retire")
 
+    def release(self) -> None:
+        self.calls.append("release")
+
     def wake(self) -> None:
         self.wakes += 1
 
@@ -721,6 +724,15 @@ class Host:
         return None
 
     def settle_memory(self) -> None:
+        pass
+
+    def check_graph(self, graph: hp.Graph) -> None:
+        pass
+
+    async def begin_barrier(self, barrier: Barrier) -> None:
+        pass
+
+    def abandon_barrier(self, barrier: Barrier) -> None:
         pass
 
     def completed(self, graph: hp.Graph, changes: Changelist) -> dict[Hashable, NodeStatistics]:

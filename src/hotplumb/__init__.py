@@ -18,6 +18,7 @@ earlier lines (``tests/test_layers.py`` checks it; imports under
 ``_channel``                  the ``Channel`` interface and its in-memory implementation
 ``_wire``                     channels between processes: frames, credits, the two ends
 ``_raywire``                  the wire over Ray actor calls: hosts, their actor, the transport
+``_raypull``                  channels into the driver: frames fetched by a long poll per host
 ``_kernel``                   how a node's callable is called: strategies filling ``Outputs``
 ``_observe``                  the ``Observer`` seam: batches, failures and changes told
 ``_change``                   the live-change protocol: plan, cut, align, switch, complete
@@ -26,7 +27,11 @@ earlier lines (``tests/test_layers.py`` checks it; imports under
 ``_checkpoint``               taking checkpoints on the change barrier, and recovering from them
 ``_subscribe``                clients: a target for the length of an ``async with`` block
 ``otel``                      OpenTelemetry traces and metrics; ``run()`` imports it only if asked
+``_engine``                   the ``Engine`` seam: where nodes run, if not all in this process
 ``_runtime``                  ``run()``, ``Topology`` and the running state behind it
+``_rayhost``                  a Ray host's share of a topology: its nodes, its part of each barrier
+``_rayengine``                the driver's side of a topology over Ray: placement, parts, events
+``ray``                       ``RayEngine``, ``DRIVER``: the public face of the Ray engine
 ``_time``                     timers and windowed rollups, built on the public API
 ``_render``                   pictures (DOT, Mermaid, networkx, SVG, PNG) of snapshots
 ``_loader``                   finding a graph in the user's code from ``MODULE:ATTR``

@@ -104,6 +104,7 @@ region in topological order:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections import OrderedDict
@@ -118,6 +119,7 @@ from hotplumb._kernel import build_kernel
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Generator, Hashable, Iterable, Mapping
+    from contextlib import AbstractContextManager
 
     from hotplumb._channel import Channel
     from hotplumb._clock import Clock
@@ -245,6 +247,9 @@ class Participant(Protocol):
     def retire(self) -> None:
         """Stop for good a node that never took part (its change was not cut)."""
 
+    def release(self) -> None:
+        """The node has left the topology: let go of its wiring."""
+
 
 class Recorder(Protocol):
     """What a checkpoint's barrier does at each node: record a copy of its state."""
@@ -317,6 +322,15 @@ class ChangeHost(Protocol):
         What exists now will live long; a host run with ``gc_freeze`` moves
         it out of the collector's way.
         """
+
+    def check_graph(self, graph: Graph) -> None:
+        """Raise if ``graph`` cannot run here (before anything of the change is made)."""
+
+    async def begin_barrier(self, barrier: Barrier) -> None:
+        """``barrier`` is about to enter the topology: what runs elsewhere gets ready, or raises."""
+
+    def abandon_barrier(self, barrier: Barrier) -> None:
+        """``barrier``, announced by :meth:`begin_barrier`, will not enter the topology."""
 
     def completed(self, graph: Graph, changes: Changelist) -> dict[Hashable, NodeStatistics]:
         """A change has passed every node: drop the removed nodes, run ``graph``.
@@ -881,27 +895,44 @@ class Changes:
             raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
         return self._host.clock.now() + timeout
 
-    async def apply(self, graph: Graph, timeout: float | None) -> ApplyReport:
-        """Change the host to ``graph`` (see :meth:`Topology.apply`)."""
-        self.refuse_reentry("apply()")
-        return await self._observed("apply", lambda _: graph, timeout, check=True)
+    async def apply(
+        self, graph: Graph, timeout: float | None, using: AbstractContextManager[None] | None = None
+    ) -> ApplyReport:
+        """Change the host to ``graph`` (see :meth:`Topology.apply`).
 
-    async def update(self, fn: Callable[[Graph], Graph], timeout: float | None) -> ApplyReport:
+        ``using``, if given, is entered under the lock around the change (an
+        engine's placement for it).
+        """
+        self.refuse_reentry("apply()")
+        return await self._observed("apply", lambda _: graph, timeout, using, check=True)
+
+    async def update(
+        self,
+        fn: Callable[[Graph], Graph],
+        timeout: float | None,
+        using: AbstractContextManager[None] | None = None,
+    ) -> ApplyReport:
         """Change the host to ``fn(running graph)`` under the lock (:meth:`Topology.update`)."""
         self.refuse_reentry("update()")
-        return await self._observed("update", fn, timeout, check=False)
+        return await self._observed("update", fn, timeout, using, check=False)
 
     async def _observed(
-        self, kind: str, make: Callable[[Graph], Graph], timeout: float | None, *, check: bool
+        self,
+        kind: str,
+        make: Callable[[Graph], Graph],
+        timeout: float | None,
+        using: AbstractContextManager[None] | None,
+        *,
+        check: bool,
     ) -> ApplyReport:
         """:meth:`_locked`, told to the host's observer (if any) as it starts and ends."""
         observer = self._host.observer
         if observer is None:
-            return await self._locked(make, timeout, check=check)
+            return await self._locked(make, timeout, using, check=check)
         self.deadline(timeout)  # a bad timeout raises before the change is observed
         token = observer.change_started(kind)
         try:
-            report = await self._locked(make, timeout, check=check)
+            report = await self._locked(make, timeout, using, check=check)
         except BaseException as exc:
             observer.change_ended(token, None, exc)
             raise
@@ -909,7 +940,12 @@ class Changes:
         return report
 
     async def _locked(
-        self, make: Callable[[Graph], Graph], timeout: float | None, *, check: bool
+        self,
+        make: Callable[[Graph], Graph],
+        timeout: float | None,
+        using: AbstractContextManager[None] | None = None,
+        *,
+        check: bool,
     ) -> ApplyReport:
         when = self.deadline(timeout)
         clock = self._host.clock
@@ -926,12 +962,14 @@ class Changes:
                 raise ApplyError(
                     f"an earlier change did not finish within {timeout}s", "old"
                 ) from None
-            graph = make(self._host.graph)
-            if not isinstance(graph, Graph):
-                raise TypeError(
-                    f"the update function must return a hotplumb.Graph, got {type(graph).__name__}"
-                )
-            return await self._change(graph, when, timeout, check)
+            with using if using is not None else contextlib.nullcontext():
+                graph = make(self._host.graph)
+                if not isinstance(graph, Graph):
+                    raise TypeError(
+                        "the update function must return a hotplumb.Graph, got "
+                        f"{type(graph).__name__}"
+                    )
+                return await self._change(graph, when, timeout, check)
         finally:
             self._lock.release()
 
@@ -950,6 +988,7 @@ class Changes:
             return ApplyReport(changes, self.generation, 0, 0.0)
         if check:
             self._check_current(graph)
+        host.check_graph(graph)
         host.settle_memory()
         generation = self.generation + 1
         kernels: dict[Hashable, Kernel] = {}
@@ -998,9 +1037,14 @@ class Changes:
             if host.closing:
                 raise TopologyClosedError("the topology closed before the change started")
             host.settle_memory()
+            try:
+                await host.begin_barrier(barrier)
+            except Exception as exc:
+                raise ApplyError(f"the new graph cannot start: {exc}", "old") from exc
         except BaseException:
             # Cancelled (or closed) before the cut: nothing has changed but the
             # new nodes, which go again, so no later barrier waits for them.
+            host.abandon_barrier(barrier)
             uninstall(plan, host.running)
             raise
         self.generation = generation
@@ -1077,6 +1121,12 @@ class Changes:
         )
         barrier = Barrier(plan)
         self._in_flight.add(barrier)
+        try:
+            await host.begin_barrier(barrier)
+        except BaseException:
+            self._in_flight.discard(barrier)
+            host.abandon_barrier(barrier)
+            raise
         for channel in host.entries.values():
             channel.put_control(barrier)
         barrier.check()  # nothing runs: done already

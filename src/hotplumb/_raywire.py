@@ -90,6 +90,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 
 from hotplumb._clock import SystemClock
+from hotplumb._datum import Batch
 from hotplumb._errors import TopologyClosedError
 from hotplumb._wire import FRAME_ITEMS, IN_FLIGHT, LINGER, Credit, Frame, WireReceiver, WireSender
 
@@ -146,11 +147,14 @@ class RayTransport:
         channel_id: The channel, as both hosts know it.
     """
 
-    __slots__ = ("_channel_id", "_deliver")
+    __slots__ = ("_channel_id", "_deliver", "_outgoing")
 
-    def __init__(self, actor: Any, channel_id: Hashable) -> None:
+    def __init__(
+        self, actor: Any, channel_id: Hashable, outgoing: Callable[[Any], Any] | None = None
+    ) -> None:
         self._channel_id = channel_id
         self._deliver = actor.deliver.options(**_CALL_OPTIONS)
+        self._outgoing = outgoing
 
     async def send(self, frame: Frame) -> Credit:
         """Deliver ``frame``; return the receiver's credit.
@@ -161,7 +165,8 @@ class RayTransport:
                 removed (raised there; Ray's task error is also one).
         """
         try:
-            reply: CreditTuple = await self._deliver.remote(self._channel_id, pack_frame(frame))
+            packed = pack_frame(frame, self._outgoing)
+            reply: CreditTuple = await self._deliver.remote(self._channel_id, packed)
         except ray.exceptions.RayTaskError as exc:
             raise _far_error(exc) from exc
         return Credit(*reply)
@@ -171,8 +176,11 @@ CreditTuple = tuple[int, int, bool]
 """A credit as it crosses: ``(frames, items, closed)``."""
 
 
-def pack_frame(frame: Frame) -> bytes:
+def pack_frame(frame: Frame, outgoing: Callable[[Any], Any] | None = None) -> bytes:
     """``frame`` pickled for a call: by the C pickler, or by cloudpickle when that fails.
+
+    ``outgoing``, if given, replaces each control message by what crosses
+    instead (a barrier by its token: see :attr:`Host.codec`).
 
     Ray pickles a call's arguments with cloudpickle, in Python, object by
     object; a frame of a hundred items took it five times as long as the
@@ -181,6 +189,10 @@ def pack_frame(frame: Frame) -> bytes:
     the standard pickle refuses (a lambda, a class defined in a function) go
     by cloudpickle, as Ray would send them.
     """
+    if outgoing is not None and any(type(m) is not Batch for m in frame.messages):
+        frame = Frame(
+            frame.seq, tuple(m if type(m) is Batch else outgoing(m) for m in frame.messages)
+        )
     try:
         packed = pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, TypeError, AttributeError):
@@ -195,9 +207,13 @@ def pack_frame(frame: Frame) -> bytes:
     return by_value
 
 
-def unpack_frame(packed: bytes) -> Frame:
-    """The frame :func:`pack_frame` packed."""
+def unpack_frame(packed: bytes, incoming: Callable[[Any], Any] | None = None) -> Frame:
+    """The frame :func:`pack_frame` packed (``incoming`` undoes its ``outgoing``)."""
     frame: Frame = pickle.loads(packed)
+    if incoming is not None and any(type(m) is not Batch for m in frame.messages):
+        frame = Frame(
+            frame.seq, tuple(m if type(m) is Batch else incoming(m) for m in frame.messages)
+        )
     return frame
 
 
@@ -250,6 +266,7 @@ class Host:
         "_polls",
         "_receivers",
         "_senders",
+        "codec",
         "name",
     )
 
@@ -266,6 +283,9 @@ class Host:
         self._actors: dict[Hashable, Any] = {}
         self._polls: dict[Hashable, asyncio.Task[None]] = {}
         self._answered = 0
+        # What control messages become as they leave and as they arrive
+        # (pack_frame's `outgoing`, unpack_frame's `incoming`); None: themselves.
+        self.codec: tuple[Callable[[Any], Any], Callable[[Any], Any]] | None = None
 
     # -- setting channels up ------------------------------------------------------------
 
@@ -340,7 +360,7 @@ class Host:
             producer,
             consumer,
             capacity,
-            RayTransport(to, channel_id),
+            RayTransport(to, channel_id, self._outgoing),
             clock=self._clock,
             frame_items=frame_items,
             linger=linger,
@@ -396,6 +416,23 @@ class Host:
         held = receiver.channel.close()
         box.wake()  # closing granted already; a poll waiting now returns the closing credit
         return held
+
+    def _outgoing(self, message: Any) -> Any:
+        return message if self.codec is None else self.codec[0](message)
+
+    def incoming(self, message: Any) -> Any:
+        """A control message as it arrives, through :attr:`codec`."""
+        return message if self.codec is None else self.codec[1](message)
+
+    @property
+    def receiving(self) -> frozenset[Hashable]:
+        """The ids of the channels coming in."""
+        return frozenset(self._receivers)
+
+    @property
+    def sending(self) -> frozenset[Hashable]:
+        """The ids of the channels going out."""
+        return frozenset(self._senders)
 
     def statistics(self) -> HostStatistics:
         """The host's channels' counters now."""
@@ -562,7 +599,9 @@ class HostActor:
 
     async def deliver(self, channel_id: Hashable, frame: bytes) -> CreditTuple:
         """:meth:`Host.deliver` of a frame packed by :func:`pack_frame`; the credit as a tuple."""
-        return credit_tuple(await self.deliver_frame(channel_id, unpack_frame(frame)))
+        return credit_tuple(
+            await self.deliver_frame(channel_id, unpack_frame(frame, self._host.incoming))
+        )
 
     async def deliver_frame(self, channel_id: Hashable, frame: Frame) -> Credit:
         """What :meth:`deliver` does with the frame: :meth:`Host.deliver`; subclasses wrap it."""

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import multiprocessing
 import types
 from collections import deque
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
 from hotplumb._change import Aligner, Barrier, receive
@@ -51,7 +52,7 @@ from hotplumb._kernel import (
     failing,
     prepare_call,
 )
-from hotplumb._node import SKIP
+from hotplumb._node import SKIP, Pool
 from hotplumb._snapshot import NodeStatistics
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
     from hotplumb._channel import Channel
     from hotplumb._clock import Clock
     from hotplumb._kernel import Kernel
-    from hotplumb._node import Node, Pool, RestartPolicy
+    from hotplumb._node import Node, RestartPolicy
     from hotplumb._observe import Observer
 
 __all__ = ["Crash", "NodeHost", "Runner", "Window"]
@@ -126,6 +127,15 @@ class NodeHost(Protocol):
     def pool(self, kind: Pool) -> Executor:
         """The executor of that kind the topology owns (made on first use)."""
         ...
+
+
+def make_pool(kind: Pool) -> Executor:
+    """A new executor of that kind (a topology, or a host of one, owns it)."""
+    if kind is Pool.PROCESSES:
+        # Spawned, not forked: forking a process that runs an event loop
+        # (and threads) is unsafe.
+        return ProcessPoolExecutor(mp_context=multiprocessing.get_context("spawn"))
+    return ThreadPoolExecutor(thread_name_prefix="hotplumb")
 
 
 class Crash(Exception):

@@ -32,11 +32,9 @@ import gc
 import itertools
 import logging
 import math
-import multiprocessing
 from collections import deque
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from hotplumb._change import Aligner, Changes, edge_capacity, input_capacity
 from hotplumb._channel import MemoryChannel
@@ -51,19 +49,22 @@ from hotplumb._inspect import take_snapshot
 from hotplumb._kernel import build_kernel
 from hotplumb._keys import check_key
 from hotplumb._node import Pool, RestartPolicy
-from hotplumb._runner import Runner
+from hotplumb._runner import Runner, make_pool
 from hotplumb._store import CheckpointStore
 from hotplumb._subscribe import Overflow, SubscriberEdits, SubscriberKey, open_subscription
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Hashable, Iterable, Iterator, Mapping
-    from contextlib import AbstractAsyncContextManager
+    from concurrent.futures import Executor
+    from contextlib import AbstractAsyncContextManager, AbstractContextManager
     from types import TracebackType
 
-    from hotplumb._change import ApplyReport, Participant
+    from hotplumb._change import ApplyReport, Barrier, Participant
     from hotplumb._channel import Channel
     from hotplumb._checkpoint import CheckpointStatistics, Recovery
+    from hotplumb._engine import Engine, EngineFactory
     from hotplumb._graph import Changelist
+    from hotplumb._inspect import LiveNode
     from hotplumb._kernel import Kernel
     from hotplumb._node import Node
     from hotplumb._observe import Observer
@@ -286,8 +287,11 @@ class _Core:
         checkpoint_every: float | None = None,
         checkpoint_keep: int = 3,
         gc_freeze: bool = False,
+        engine: Engine | None = None,
     ) -> None:
         self.graph = graph
+        # Where nodes run, if not all here (None: every node runs in this process).
+        self.engine = engine
         self.gc_freeze = gc_freeze
         self.clock = clock
         self.capacity = capacity
@@ -315,15 +319,11 @@ class _Core:
         # Told of batches, failures and changes; None (the hot path's one check) if unobserved.
         self.observer: Observer | None = observe(self) if observe is not None else None
 
-    def runner(self, key: Hashable) -> Runner:
-        runner = self.running[key]
-        assert isinstance(runner, Runner)
-        return runner
-
     def runners(self) -> Iterator[Runner]:
+        """The nodes that run in this process (an engine's run elsewhere)."""
         for runner in self.running.values():
-            assert isinstance(runner, Runner)
-            yield runner
+            if isinstance(runner, Runner):
+                yield runner
 
     # -- for the nodes (NodeHost) ------------------------------------------------
 
@@ -350,14 +350,7 @@ class _Core:
     def pool(self, kind: Pool) -> Executor:
         executor = self.pools.get(kind)
         if executor is None:
-            if kind is Pool.PROCESSES:
-                # Spawned, not forked: forking a process that runs an event loop
-                # (and threads) is unsafe.
-                context = multiprocessing.get_context("spawn")
-                executor = ProcessPoolExecutor(mp_context=context)
-            else:
-                executor = ThreadPoolExecutor(thread_name_prefix="hotplumb")
-            self.pools[kind] = executor
+            executor = self.pools[kind] = make_pool(kind)
         return executor
 
     def _shut_pools(self) -> None:
@@ -372,13 +365,33 @@ class _Core:
     def new_participant(
         self, key: Hashable, node: Node, kernel: Kernel, version: int, readers: frozenset[Hashable]
     ) -> Participant:
+        if self.engine is not None:
+            member = self.engine.participant(key, node, kernel, version, readers)
+            if member is not None:
+                return member
         return Runner(self, key, node, kernel, version, readers, self.aligner())
 
     def open_channel(
         self, producer: Hashable | None, consumer: Participant, capacity: int
     ) -> Channel:
+        if self.engine is not None:
+            channel = self.engine.channel(producer, consumer, capacity)
+            if channel is not None:
+                return channel
         assert isinstance(consumer, Runner)
         return MemoryChannel(producer, consumer, capacity)
+
+    def check_graph(self, graph: Graph) -> None:
+        if self.engine is not None:
+            self.engine.check(graph)
+
+    async def begin_barrier(self, barrier: Barrier) -> None:
+        if self.engine is not None:
+            await self.engine.begin(barrier)
+
+    def abandon_barrier(self, barrier: Barrier) -> None:
+        if self.engine is not None:
+            self.engine.abandon(barrier)
 
     def calling_node(self) -> Hashable | None:
         task = asyncio.current_task()
@@ -397,11 +410,11 @@ class _Core:
     def completed(self, graph: Graph, changes: Changelist) -> dict[Hashable, NodeStatistics]:
         final: dict[Hashable, NodeStatistics] = {}
         for key in changes.removed:
-            runner = self.running.get(key)
-            if isinstance(runner, Runner):
-                final[key] = self._statistics(runner)
+            member = self.running.get(key)
+            if member is not None:
+                final[key] = self._statistics(member)
                 del self.running[key]
-                runner.release()
+                member.release()
         self.graph = graph
         return final
 
@@ -417,11 +430,11 @@ class _Core:
     def last_checkpoint(self) -> Checkpoint | None:
         return self.checkpoints.last
 
-    def live_nodes(self) -> Mapping[Hashable, Runner]:
-        return {k: self.runner(k) for k in self.running}
+    def live_nodes(self) -> Mapping[Hashable, LiveNode]:
+        return cast("Mapping[Hashable, LiveNode]", self.running)
 
     def statistics_of(self, key: Hashable) -> NodeStatistics:
-        return self._statistics(self.runner(key))
+        return self._statistics(self.running[key])
 
     def input_channels(self, key: Hashable) -> list[Channel]:
         runner = self.running[key]
@@ -444,9 +457,12 @@ class _Core:
     def subscriber_count(self) -> int:
         return sum(1 for key in self.running if type(key) is SubscriberKey)
 
-    def _statistics(self, runner: Runner) -> NodeStatistics:
-        depth = sum(c.size for c in self.input_channels(runner.key))
-        return runner.statistics(depth, input_capacity(runner.node, self.capacity))
+    def _statistics(self, member: Participant) -> NodeStatistics:
+        depth = sum(c.size for c in self.input_channels(member.key))
+        statistics: NodeStatistics = member.statistics(  # type: ignore[attr-defined]
+            depth, input_capacity(member.node, self.capacity)
+        )
+        return statistics
 
     # -- starting and data in ----------------------------------------------------
 
@@ -549,7 +565,8 @@ class _Core:
         for executor in pools:
             # Waiting for the workers to end blocks: do it off the event loop.
             await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
-        return self.finish(drained)
+        elsewhere = await self.engine.close() if self.engine is not None else []
+        return self.finish(drained, elsewhere)
 
     def abort(self) -> ShutdownReport:
         """Stop at once without awaiting (the task group awaits the tasks)."""
@@ -563,11 +580,14 @@ class _Core:
             if runner.task is not None:
                 runner.task.cancel()
         self._shut_pools()
+        if self.engine is not None:
+            self.engine.abort()
         return self.finish(False)
 
-    def finish(self, drained: bool) -> ShutdownReport:
+    def finish(self, drained: bool, elsewhere: Iterable[Datum] = ()) -> ShutdownReport:
+        """Stop: the report of what was not delivered (``elsewhere``: the engine's)."""
         self.changes.abort()
-        undelivered: list[Datum] = []
+        undelivered: list[Datum] = list(elsewhere)
         for runner in self.runners():
             held = runner.held()
             for channel in self.input_channels(runner.key):
@@ -802,7 +822,9 @@ class Topology(metaclass=_NoPublicConstructor):
             raise TopologyClosedError("the topology is closed")
         await self._core.changes.drain(timeout)
 
-    async def apply(self, graph: Graph, *, timeout: float | None = None) -> ApplyReport:
+    async def apply(
+        self, graph: Graph, *, timeout: float | None = None, placement: Any = None
+    ) -> ApplyReport:
         """Change the running topology to ``graph`` while data flows.
 
         Nodes are added, removed, replaced and rewired as :meth:`Graph.diff`
@@ -816,6 +838,9 @@ class Topology(metaclass=_NoPublicConstructor):
             graph: The graph to run from now on.
             timeout: Seconds (on the topology's clock) to wait in all: for an
                 earlier change to finish, and for this one's switch.
+            placement: With an engine (``run(..., engine=...)``): where the
+                change's new nodes run, from now on (see
+                :class:`hotplumb.ray.RayEngine`); ``None`` keeps the current one.
 
         Returns:
             A report of the change.
@@ -837,16 +862,25 @@ class Topology(metaclass=_NoPublicConstructor):
                 nodes (it could never complete).
             TopologyClosedError: The topology is closed.
             TypeError: ``graph`` is not a Graph.
-            ValueError: ``timeout`` is negative or NaN.
+            ValueError: ``timeout`` is negative or NaN, or ``placement`` is
+                given without an engine or would move a running node.
         """
         if not isinstance(graph, Graph):
             raise TypeError(f"apply() takes a hotplumb.Graph, got {type(graph).__name__}")
         if self._core.closing:
             raise TopologyClosedError("the topology is closed; it takes no more changes")
-        return await self._core.changes.apply(graph, timeout)
+        return await self._core.changes.apply(graph, timeout, self._placing(placement))
+
+    def _placing(self, placement: Any) -> AbstractContextManager[None] | None:
+        if placement is None:
+            return None
+        engine = self._core.engine
+        if engine is None:
+            raise ValueError("placement is for a topology run with an engine (run(..., engine=))")
+        return engine.placing(placement)
 
     async def update(
-        self, fn: Callable[[Graph], Graph], *, timeout: float | None = None
+        self, fn: Callable[[Graph], Graph], *, timeout: float | None = None, placement: Any = None
     ) -> ApplyReport:
         """Change the running topology to ``fn(topology.graph)``, atomically.
 
@@ -864,6 +898,7 @@ class Topology(metaclass=_NoPublicConstructor):
                 and quick: other changes wait while it runs. If it raises,
                 nothing changes and the exception propagates.
             timeout: As for :meth:`apply`.
+            placement: As for :meth:`apply`.
 
         Returns:
             A report of the change.
@@ -872,13 +907,14 @@ class Topology(metaclass=_NoPublicConstructor):
             ApplyError: As for :meth:`apply`.
             TopologyClosedError: The topology is closed.
             TypeError: ``fn`` did not return a Graph.
-            ValueError: ``timeout`` is negative or NaN.
+            ValueError: ``timeout`` is negative or NaN, or ``placement`` is as
+                :meth:`apply` refuses it.
         """
         if not callable(fn):
             raise TypeError(f"update() takes a function of the running graph, got {fn!r}")
         if self._core.closing:
             raise TopologyClosedError("the topology is closed; it takes no more changes")
-        return await self._core.changes.update(fn, timeout)
+        return await self._core.changes.update(fn, timeout, self._placing(placement))
 
     # -- clients ----------------------------------------------------------------
 
@@ -999,7 +1035,17 @@ class _Run:
         group = self._group = asyncio.TaskGroup()
         core = self._core = _Core(self._graph, group, **self._options)
         stored = await core.checkpoints.read_latest()
-        core.prepare(self._kernels)  # state factories run here: errors raise as they are
+        engine = core.engine
+        if engine is None:
+            core.prepare(self._kernels)  # state factories run here: errors raise as they are
+        else:
+            try:
+                await engine.open(core)
+                core.prepare(self._kernels)
+                await engine.started()  # the nodes placed elsewhere are made there
+            except BaseException:
+                engine.abort()
+                raise
         if stored is not None:
             core.checkpoints.restore(stored)  # before any node starts
             await core.checkpoints.tell_recovered()  # with the state each node starts from
@@ -1072,6 +1118,7 @@ def run(
     checkpoint: CheckpointStore | None = None,
     checkpoint_every: float | None = None,
     checkpoint_keep: int = 3,
+    engine: EngineFactory | None = None,
 ) -> AbstractAsyncContextManager[Topology]:
     """Run ``graph`` on asyncio for the duration of an ``async with`` block.
 
@@ -1121,6 +1168,9 @@ def run(
         checkpoint_every: Take a checkpoint every this many seconds of the
             topology's clock (failures are logged and counted, not raised).
         checkpoint_keep: How many complete checkpoints the store keeps.
+        engine: Where the nodes run, if not all in this process:
+            :class:`hotplumb.ray.RayEngine` spreads them over Ray actors
+            (needs the ``ray`` extra). The topology's API is the same.
 
     Yields:
         The running :class:`Topology`.
@@ -1163,6 +1213,7 @@ def run(
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
         checkpoint_keep=checkpoint_keep,
+        engine=engine,
     )
 
 
@@ -1182,6 +1233,7 @@ def _open(
     checkpoint: CheckpointStore | None = None,
     checkpoint_every: float | None = None,
     checkpoint_keep: int = 3,
+    engine: EngineFactory | None = None,
     aligner: Callable[[], Aligner] = Aligner,
 ) -> _Run:
     """:func:`run`, with the alignment strategy as a seam for the protocol's tests."""
@@ -1218,6 +1270,13 @@ def _open(
         raise ValueError(f"checkpoint_keep must be an int >= 1, got {checkpoint_keep!r}")
     if checkpoint_keep < 1:
         raise ValueError(f"checkpoint_keep must be an int >= 1, got {checkpoint_keep!r}")
+    if engine is not None:
+        if not callable(getattr(engine, "for_topology", None)):
+            raise TypeError(
+                f"engine must be an engine such as hotplumb.ray.RayEngine, got {engine!r}"
+            )
+        if checkpoint is not None:
+            raise ValueError("checkpoints are not supported with an engine yet")
     # Every node's callables are checked before anything starts.
     kernels = {key: build_kernel(key, node) for key, node in graph.nodes.items()}
     return _Run(
@@ -1236,6 +1295,7 @@ def _open(
             "checkpoint": checkpoint,
             "checkpoint_every": checkpoint_every,
             "checkpoint_keep": checkpoint_keep,
+            "engine": engine.for_topology() if engine is not None else None,
         },
     )
 

@@ -1,0 +1,514 @@
+"""A host's share of a topology spread over Ray: its nodes, its channels, its part of each barrier.
+
+The driver (``_rayengine``) plans every change of the whole topology, as one
+process would; each host actor runs the nodes placed on it, as today's
+runners, and is told its *part* of each barrier before the barrier starts
+(:class:`Part`): the nodes it adds, the switches of its nodes, the channels
+they use. A channel is described by a :class:`Link`, the same on both its
+ends: a link whose ends are on one host is a :class:`~hotplumb._channel.MemoryChannel`
+there; one that crosses is a :class:`~hotplumb._wire.WireSender` on the
+producer's host and a :class:`~hotplumb._wire.WireReceiver` on the
+consumer's, by the link's id.
+
+A barrier crosses as a :class:`BarrierToken` (its serial number): the receiving
+host turns the token back into its own :class:`~hotplumb._change.Barrier`
+for that serial, made from its part before the barrier started. So a
+barrier's place among the data is its place in the channel's sequence, and
+each host's nodes align, forward, switch and acknowledge exactly as in one
+process (``_change``). A host's barrier counts only the host's own nodes:
+when they have all acknowledged, the host tells the driver (an event, see
+:meth:`~hotplumb._raywire.Host.post`), which acknowledges them in the
+topology's barrier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hotplumb._change import (
+    Aligner,
+    Barrier,
+    Plan,
+    Switch,
+    input_capacity,
+    install,
+    run_steps,
+    uninstall,
+)
+from hotplumb._channel import MemoryChannel
+from hotplumb._clock import SystemClock
+from hotplumb._datum import Batch
+from hotplumb._errors import NodeFailedError
+from hotplumb._kernel import build_kernel
+from hotplumb._raywire import Host, HostActor
+from hotplumb._runner import Runner, make_pool
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine, Hashable, Mapping
+    from concurrent.futures import Executor
+
+    from hotplumb._change import Participant
+    from hotplumb._channel import Channel
+    from hotplumb._datum import Datum
+    from hotplumb._node import Node, Pool, RestartPolicy
+    from hotplumb._observe import Observer
+    from hotplumb._snapshot import NodeStatistics
+
+__all__ = [
+    "DRIVER",
+    "BarrierToken",
+    "EngineHost",
+    "HostCore",
+    "Link",
+    "NodeSpec",
+    "Part",
+    "SwitchSpec",
+]
+
+DRIVER = "driver"
+"""The name of the calling process as a host: what no placement names runs there."""
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A channel of the topology, as both its ends know it.
+
+    Attributes:
+        id: Unique in the topology (the wire's channel id).
+        producer: The producing node's key (``None``: an entry channel).
+        consumer: The reading node's key.
+        source: The producer's host.
+        target: The consumer's host.
+        capacity: Its capacity when it is made, in items.
+    """
+
+    id: int
+    producer: Hashable | None
+    consumer: Hashable
+    source: str
+    target: str
+    capacity: int
+
+
+@dataclass(frozen=True, slots=True)
+class BarrierToken:
+    """A barrier as it crosses between processes: its serial number in the topology."""
+
+    serial: int
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchSpec:
+    """What one of the host's running nodes becomes at a barrier (see ``_change.Switch``).
+
+    ``node`` is ``None`` if the node is removed; ``redefined`` says whether
+    it is a new description (replaced or rewired), whose state migrates.
+    """
+
+    node: Node | None
+    redefined: bool = False
+    version: int = 0
+    inputs: tuple[Link, ...] = ()
+    outputs: tuple[Link, ...] = ()
+    readers: frozenset[Hashable] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    """A node the host adds: its description, version, readers and wiring."""
+
+    node: Node
+    version: int
+    readers: frozenset[Hashable]
+    inputs: tuple[Link, ...]
+    outputs: tuple[Link, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """A host's part of one barrier (or of the topology's start, with ``serial`` ``None``).
+
+    Attributes:
+        serial: The barrier's serial number.
+        generation: The generation it starts (a drain's: the current one).
+        region: Every key the barrier visits, on any host (a node forwards
+            the barrier to its readers in the region).
+        local: The host's keys in the region: what the host's barrier waits for.
+        switches: The switches of the host's nodes.
+        added: The host's new nodes.
+        capacities: Kept channels into the host's nodes, and their new capacity.
+        final: Whether this is the closing drain (nodes flush).
+    """
+
+    serial: int | None
+    generation: int
+    region: frozenset[Hashable] = frozenset()
+    local: frozenset[Hashable] = frozenset()
+    switches: Mapping[Hashable, SwitchSpec] = field(default_factory=dict)
+    added: Mapping[Hashable, NodeSpec] = field(default_factory=dict)
+    capacities: tuple[tuple[Link, int], ...] = ()
+    final: bool = False
+
+
+class _FarReader:
+    """The reader of an outgoing channel, as the sending host knows it: its key."""
+
+    __slots__ = ("key",)
+
+    hungry = False  # whether it waits is known only far away: send by the usual rules
+
+    def __init__(self, key: Hashable) -> None:
+        self.key = key
+
+    def wake(self) -> None:
+        pass
+
+
+def portable(error: BaseException) -> BaseException:
+    """``error`` if it pickles, else a :class:`RuntimeError` that names it."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        return RuntimeError(f"{type(error).__qualname__}: {error}")
+    return error
+
+
+class HostCore:
+    """The nodes and channels of one host (the :class:`~hotplumb._runner.NodeHost` of its runners).
+
+    Args:
+        wire: The host's ends of the channels that cross.
+        actors: Every other host's actor, by name.
+        restart: The default restart policy.
+        capacity: The default input capacity.
+        trace: Whether per-hop timing is recorded.
+    """
+
+    def __init__(
+        self,
+        wire: Host,
+        actors: Mapping[str, Any],
+        *,
+        restart: RestartPolicy,
+        capacity: int,
+        trace: bool,
+    ) -> None:
+        self.wire = wire
+        self.name = wire.name
+        self.actors = dict(actors)
+        self.clock = SystemClock()
+        self.restart = restart
+        self.capacity = capacity
+        self.trace = trace
+        self.observer: Observer | None = None
+        self.closing = False
+        self.closed = False
+        self.running: dict[Hashable, Runner] = {}
+        # Every channel end on this host, by link id, and the link itself.
+        self.channels: dict[Hashable, Channel] = {}
+        self.links: dict[Hashable, Link] = {}
+        # The barriers under way: per serial, the host's barrier and its plan.
+        self.barriers: dict[int, Barrier] = {}
+        self.parts: dict[int, Part] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.pools: dict[Pool, Executor] = {}
+
+    # -- NodeHost ------------------------------------------------------------------------
+
+    def spawn(
+        self, coro: Coroutine[Any, Any, None], name: str, node: Hashable | None = None
+    ) -> asyncio.Task[None] | None:
+        if self.closed:
+            coro.close()
+            return None
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self._ended)
+        return task
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None:
+            return
+        if isinstance(error, NodeFailedError):
+            self.wire.post(("fatal", error.key, error.restarts, portable(error.__cause__ or error)))
+        else:
+            self.wire.post(("crashed", task.get_name(), portable(error)))
+
+    def dead_letter(self, datum: Datum) -> None:
+        self.wire.post(("dead", datum))
+
+    def task_died(self, key: Hashable, version: int, error: BaseException, fatal: bool) -> None:
+        self.wire.post(("died", key, version, portable(error), fatal))
+
+    def pool(self, kind: Pool) -> Executor:
+        executor = self.pools.get(kind)
+        if executor is None:
+            executor = self.pools[kind] = make_pool(kind)
+        return executor
+
+    # -- channels ------------------------------------------------------------------------
+
+    def channel(self, link: Link) -> Channel:
+        """This host's end of ``link``, made on first use."""
+        channel = self.channels.get(link.id)
+        if channel is not None:
+            return channel
+        name = self.name
+        if link.source == name and link.target == name:
+            channel = MemoryChannel(link.producer, self.running[link.consumer], link.capacity)
+        elif link.target == name:
+            receiver = self.wire.add_receiver(
+                link.id, link.producer, self.running[link.consumer], link.capacity
+            )
+            channel = receiver.channel
+        elif link.target == DRIVER:
+            channel = self.wire.add_driver_sender(
+                link.id, link.producer, _FarReader(link.consumer), link.capacity
+            )
+        else:
+            channel = self.wire.add_sender(
+                link.id,
+                link.producer,
+                _FarReader(link.consumer),
+                link.capacity,
+                self.actors[link.target],
+            )
+        self.channels[link.id] = channel
+        self.links[link.id] = link
+        return channel
+
+    def _channels(self, links: tuple[Link, ...]) -> tuple[Channel, ...]:
+        return tuple(self.channel(link) for link in links)
+
+    def forget_unused(self) -> None:
+        """Let go of the channel ends no running node uses any more."""
+        used: set[Hashable] = set()
+        ids = {id(c): link_id for link_id, c in self.channels.items()}
+        for runner in self.running.values():
+            for c in (*runner.inputs, *runner.outputs):
+                link_id = ids.get(id(c))
+                if link_id is not None:
+                    used.add(link_id)
+        for link_id in list(self.channels):
+            if link_id in used:
+                continue
+            channel = self.channels.pop(link_id)
+            self.links.pop(link_id)
+            if isinstance(channel, MemoryChannel) and link_id not in self.wire.receiving:
+                channel.close()
+            else:
+                self.wire.remove(link_id)
+
+    # -- parts of barriers -------------------------------------------------------------
+
+    def prepare(self, part: Part) -> None:
+        """Make the part's new nodes and channels and, for a barrier, the host's barrier.
+
+        Raises:
+            Exception: A new node's state factory or callable failed; nothing
+                of the part is left behind.
+        """
+        added: dict[Hashable, Participant] = {}
+        for key, spec in part.added.items():
+            try:
+                added[key] = Runner(
+                    self,
+                    key,
+                    spec.node,
+                    build_kernel(key, spec.node),
+                    spec.version,
+                    spec.readers,
+                    Aligner(),
+                )
+            except Exception as exc:
+                exc.add_note(f"while making node {key!r} on host {self.name!r}")
+                raise
+        # The new nodes must be known before their input channels are made.
+        known = dict(self.running)
+        self.running.update(added)  # type: ignore[arg-type]
+        try:
+            wiring = {
+                key: (self._channels(spec.inputs), self._channels(spec.outputs))
+                for key, spec in part.added.items()
+            }
+            switches: dict[Hashable, Switch] = {}
+            for key, change in part.switches.items():
+                if change.node is None:
+                    switches[key] = Switch(None, part.generation)
+                    continue
+                runner = self.running[key]
+                if change.redefined:
+                    node = change.node
+                    version, kernel = change.version, build_kernel(key, change.node)
+                else:
+                    node, version, kernel = runner.node, runner.version, runner.kernel
+                switches[key] = Switch(
+                    node,
+                    version,
+                    kernel,
+                    self._channels(change.inputs),
+                    self._channels(change.outputs),
+                    change.readers,
+                )
+            capacities = tuple((self.channel(link), size) for link, size in part.capacities)
+        except BaseException:
+            self.running = known
+            raise
+        self.running = known
+        plan = Plan(
+            generation=part.generation,
+            region=part.region,
+            switches=switches,
+            added=added,
+            wiring=wiring,
+            capacities=capacities,
+            final=part.final,
+        )
+        run_steps(install(plan, self.running))  # type: ignore[arg-type]
+        if part.serial is None:
+            return
+        barrier = Barrier(plan, lambda b: self._done(part, b))
+        barrier.pending = set(part.local)
+        self.barriers[part.serial] = barrier
+        self.parts[part.serial] = part
+        barrier.check()  # none of its nodes here: done at once
+
+    def abandon(self, serial: int) -> None:
+        """Undo :meth:`prepare` of a barrier that will not start."""
+        barrier = self.barriers.pop(serial, None)
+        self.parts.pop(serial, None)
+        if barrier is not None:
+            uninstall(barrier.plan, self.running)  # type: ignore[arg-type]
+            self.forget_unused()
+
+    def _done(self, part: Part, barrier: Barrier) -> None:
+        """Every node of the host acted on the barrier: drop the removed ones, tell the driver."""
+        assert part.serial is not None
+        removed: dict[Hashable, NodeStatistics] = {}
+        for key, switch in barrier.plan.switches.items():
+            if switch.node is None:
+                runner = self.running.pop(key, None)
+                if runner is not None:
+                    removed[key] = self.statistics_of(runner)
+                    runner.release()
+        self.forget_unused()
+        self.barriers.pop(part.serial, None)
+        self.parts.pop(part.serial, None)
+        errors = [(key, portable(error)) for key, error in barrier.errors]
+        self.wire.post(("done", part.serial, errors, removed, self.node_statistics()))
+
+    def token(self, message: Any) -> Any:
+        """A control message as it leaves: a barrier as its token."""
+        if isinstance(message, Barrier):
+            for serial, barrier in self.barriers.items():
+                if barrier is message:
+                    return BarrierToken(serial)
+        return message
+
+    def resolve(self, message: Any) -> Any:
+        """A control message as it arrives: a token as this host's barrier."""
+        if type(message) is BarrierToken:
+            return self.barriers[message.serial]
+        return message
+
+    # -- counters and stopping -----------------------------------------------------------
+
+    def statistics_of(self, runner: Runner) -> NodeStatistics:
+        depth = sum(c.size for c in runner.inputs)
+        return runner.statistics(depth, input_capacity(runner.node, self.capacity))
+
+    def node_statistics(self) -> dict[Hashable, NodeStatistics]:
+        """Every node's counters now."""
+        return {key: self.statistics_of(r) for key, r in self.running.items()}
+
+    async def stop(self) -> dict[Hashable, int]:
+        """Stop every node; return how many frames each incoming channel delivered."""
+        self.closing = True
+        for runner in self.running.values():
+            runner.stop_producer()
+        tasks = [r.task for r in self.running.values() if r.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.closed = True
+        for executor in self.pools.values():
+            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+        self.pools.clear()
+        return {link_id: self.wire.receiver(link_id).delivered for link_id in self.wire.receiving}
+
+    def finish(self, delivered: Mapping[Hashable, int]) -> list[Datum]:
+        """After :meth:`stop`: what the host held and did not deliver, as data."""
+        undelivered: list[Datum] = []
+        for runner in self.running.values():
+            held = runner.held()
+            for channel in runner.inputs:
+                if isinstance(channel, MemoryChannel):
+                    held.extend((m, False) for m in channel.close() if type(m) is Batch)
+            for batch, is_output in held:
+                route = (
+                    (batch.route if batch.route is not None else runner.route_for(None))
+                    if is_output
+                    else runner.route_for(batch.route)
+                )
+                undelivered.extend(batch.data(route))
+        for link_id in list(self.wire.sending):
+            link = self.links.get(link_id)
+            messages = self.wire.remove(link_id, delivered=delivered.get(link_id))
+            producer = self.running.get(link.producer) if link is not None else None
+            for message in messages:
+                if type(message) is Batch and producer is not None:
+                    route = message.route if message.route is not None else producer.route_for(None)
+                    undelivered.extend(message.data(route))
+        return undelivered
+
+
+class EngineHost(HostActor):
+    """The Ray actor of one host of a topology: its nodes and its ends of the channels.
+
+    Started by the engine (``_rayengine``); every method is what the driver calls.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self._core: HostCore | None = None
+
+    @property
+    def core(self) -> HostCore:
+        """The host's share of the topology (after :meth:`setup`)."""
+        assert self._core is not None, "the host was not set up"
+        return self._core
+
+    async def setup(
+        self, actors: Mapping[str, Any], restart: RestartPolicy, capacity: int, trace: bool
+    ) -> None:
+        """Join a topology: the other hosts' actors and the topology's defaults."""
+        core = HostCore(self.host, actors, restart=restart, capacity=capacity, trace=trace)
+        self.host.codec = (core.token, core.resolve)
+        self._core = core
+
+    async def prepare(self, part: Part) -> None:
+        """:meth:`HostCore.prepare`."""
+        self.core.prepare(part)
+
+    async def abandon(self, serial: int) -> None:
+        """:meth:`HostCore.abandon`."""
+        self.core.abandon(serial)
+
+    async def node_statistics(self) -> dict[Hashable, NodeStatistics]:
+        """:meth:`HostCore.node_statistics`."""
+        return self.core.node_statistics()
+
+    async def stop(self) -> dict[Hashable, int]:
+        """:meth:`HostCore.stop`."""
+        return await self.core.stop()
+
+    async def finish(self, delivered: Mapping[Hashable, int]) -> list[Datum]:
+        """:meth:`HostCore.finish`."""
+        return self.core.finish(delivered)

@@ -1,0 +1,229 @@
+"""A topology spread over Ray host actors: the same API and the same guarantees as in one process.
+
+Every test runs a real topology with ``engine=RayEngine(placement=...)``: its
+entry points and targets in the test process (the driver), its other nodes
+in host actors, each a process of the session's local Ray (the ``cluster``
+fixture). What the hosts run travels by value (lambdas, closures) or by name
+(``tests.raynodes``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if os.environ.get("HOTPLUMB_REQUIRE_RAY") != "1":
+    pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'hotplumb[ray]'")
+
+import hotplumb as hp
+from hotplumb.ray import DRIVER, HostDiedError, RayEngine
+
+if TYPE_CHECKING:
+    from collections.abc import Hashable
+
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("cluster")]
+
+WAIT = 60  # seconds: a bound on every wait (a host actor starts in about a second)
+
+
+def chain(received: list[hp.Datum]) -> hp.Graph:
+    return hp.Graph(
+        {
+            "numbers": hp.Node(),
+            "double": hp.Node(lambda x: 2 * x, inputs=["numbers"]),
+            "plus1": hp.Node(lambda x: x + 1, inputs=["double"]),
+            "square": hp.Node(lambda x: x * x, inputs=["plus1"]),
+            "out": hp.sink(received.append, inputs=["square"]),
+        }
+    )
+
+
+SPREAD = {"double": "h1", "plus1": "h2", "square": "h1"}
+
+
+async def test_a_chain_over_two_hosts_delivers_everything_in_order_with_its_path() -> None:
+    received: list[hp.Datum] = []
+    async with asyncio.timeout(WAIT):
+        async with hp.run(chain(received), engine=RayEngine(placement=SPREAD)) as topo:
+            await topo.inject_many("numbers", range(2_000))
+            await topo.drain()
+            statistics = topo.statistics()
+    assert [d.value for d in received] == [(2 * x + 1) ** 2 for x in range(2_000)]
+    assert {d.path for d in received} == {("numbers", "double", "plus1", "square", "out")}
+    assert [d.origin for d in received[:3]] == [0, 1, 2]
+    # The hosts' counters reach the driver: after a drain they are exact.
+    for key in ("double", "plus1", "square"):
+        assert statistics[key].received == statistics[key].emitted == 2_000
+        assert statistics[key].in_progress == 0
+
+
+async def test_a_diamond_across_hosts_joins_each_datum_once() -> None:
+    received: list[hp.Datum] = []
+    graph = hp.Graph(
+        {
+            "numbers": hp.Node(),
+            "left": hp.Node(lambda x: ("left", x), inputs=["numbers"]),
+            "right": hp.Node(lambda x: ("right", x), inputs=["numbers"]),
+            "join": hp.Node(lambda v: v, inputs=["left", "right"]),
+            "out": hp.sink(received.append, inputs=["join"]),
+        }
+    )
+    placement = {"left": "h1", "right": "h2", "join": "h1"}
+    async with asyncio.timeout(WAIT):
+        async with hp.run(graph, engine=RayEngine(placement=placement)) as topo:
+            await topo.inject_many("numbers", range(500))
+            await topo.drain()
+    lefts = [d.value[1] for d in received if d.value[0] == "left"]
+    rights = [d.value[1] for d in received if d.value[0] == "right"]
+    assert lefts == rights == list(range(500))
+
+
+async def test_a_live_change_across_hosts_keeps_order_state_and_loses_nothing() -> None:
+    received: list[hp.Datum] = []
+
+    def counting(x: Any, ctx: hp.Context) -> Any:
+        ctx.state += 1
+        return (x, ctx.state, ctx.version)
+
+    def counting_v2(x: Any, ctx: hp.Context) -> Any:
+        ctx.state += 1
+        return (x, ctx.state, ctx.version)
+
+    first = hp.Graph(
+        {
+            "numbers": hp.Node(),
+            "count": hp.Node(counting, inputs=["numbers"], state=lambda: 0),
+            "out": hp.sink(received.append, inputs=["count"]),
+        }
+    )
+    engine = RayEngine(placement={"count": "h1", "extra": "h2"})
+    async with asyncio.timeout(WAIT):
+        async with hp.run(first, engine=engine) as topo:
+
+            async def feed() -> None:
+                for x in range(3_000):
+                    await topo.inject("numbers", x)
+
+            feeding = asyncio.create_task(feed())
+            while topo.statistics()["out"].received < 300:
+                await asyncio.sleep(0.01)
+            second = first.add_node(
+                "count", hp.Node(counting_v2, inputs=["numbers"], state=lambda: 0)
+            ).add_node("extra", hp.Node(lambda v: v, inputs=["count"]))
+            second = second.add_node("out2", hp.sink(lambda d: None, inputs=["extra"]))
+            report = await topo.apply(second)
+            await feeding
+            await topo.drain()
+            statistics = topo.statistics()
+    assert report.generation == 1
+    values = [d.value for d in received]
+    assert [v[0] for v in values] == list(range(3_000))  # none lost, none twice, in order
+    assert [v[1] for v in values] == list(range(1, 3_001))  # the state carried over
+    versions = [v[2] for v in values]
+    assert versions == sorted(versions)
+    assert set(versions) == {0, 1}
+    assert statistics["extra"].received == versions.count(1)
+
+
+async def test_removing_a_hosts_node_drops_it_there_and_its_final_counters_come_back() -> None:
+    received: list[hp.Datum] = []
+    graph = chain(received).add_node("side", hp.Node(lambda x: -x, inputs=["double"]))
+    graph = graph.add_node("side_out", hp.sink(lambda d: None, inputs=["side"]))
+    async with asyncio.timeout(WAIT):
+        async with hp.run(graph, engine=RayEngine(placement={**SPREAD, "side": "h2"})) as topo:
+            await topo.inject_many("numbers", range(100))
+            report = await topo.apply(graph.remove_node("side_out"))
+            assert "side" not in topo.running_keys
+            await topo.inject_many("numbers", range(100, 200))
+            await topo.drain()
+    assert report.removed["side"].received == 100
+    assert [d.origin for d in received] == list(range(200))
+
+
+async def test_a_failure_on_a_host_is_a_dead_letter_here_with_its_provenance() -> None:
+    received: list[hp.Datum] = []
+    graph = hp.Graph(
+        {
+            "numbers": hp.Node(),
+            "invert": hp.Node(lambda x: 1 / x, inputs=["numbers"]),
+            "out": hp.sink(received.append, inputs=["invert"]),
+        }
+    )
+    async with asyncio.timeout(WAIT):
+        async with hp.run(graph, engine=RayEngine(placement={"invert": "h1"})) as topo:
+            await topo.inject_many("numbers", [1, 0, 2])
+            failed = await topo.errors.wait()
+            await topo.drain()
+    assert [d.value for d in received] == [1.0, 0.5]
+    assert failed.path == ("numbers", "invert")
+    assert failed.error is not None
+    assert isinstance(failed.error.exception, ZeroDivisionError)
+    assert "1 / x" in failed.error.traceback
+
+
+async def test_close_without_drain_reports_what_the_hosts_held() -> None:
+    graph = hp.Graph(
+        {
+            "numbers": hp.Node(),
+            "slow": hp.Node(_slow, inputs=["numbers"]),
+            "out": hp.sink(lambda d: None, inputs=["slow"]),
+        }
+    )
+    async with asyncio.timeout(WAIT):
+        async with hp.run(graph, engine=RayEngine(placement={"slow": "h1"})) as topo:
+            await topo.inject_many("numbers", range(50))
+            while topo.statistics()["slow"].received == 0:
+                await asyncio.sleep(0.01)
+            report = await topo.close(drain=False)
+            delivered = topo.statistics()["out"].received
+    assert not report.drained
+    origins = sorted(d.origin for d in report.undelivered)
+    assert len(origins) == len(set(origins))  # nothing reported twice
+    assert delivered + len(origins) <= 50
+    assert origins  # the slow node held most of them
+
+
+async def _slow(x: Any) -> Any:
+    await asyncio.sleep(0.05)
+    return x
+
+
+async def test_an_entry_point_away_from_the_driver_is_refused_naming_it() -> None:
+    graph = chain([])
+    with pytest.raises(ValueError, match="'numbers' is an entry point"):
+        async with hp.run(graph, engine=RayEngine(placement={"numbers": "h1"})):
+            pass
+
+
+async def test_moving_a_running_node_is_refused_before_anything_changes() -> None:
+    received: list[hp.Datum] = []
+    graph = chain(received)
+    async with asyncio.timeout(WAIT):
+        async with hp.run(graph, engine=RayEngine(placement=SPREAD)) as topo:
+            with pytest.raises(ValueError, match="'plus1' runs on 'h2'"):
+                await topo.apply(graph, placement={**SPREAD, "plus1": "h1"})
+            assert topo.generation == 0
+            await topo.inject("numbers", 1)
+            await topo.drain()
+    assert [d.value for d in received] == [9]
+
+
+def _host_of(key: Hashable) -> str:
+    return "h1" if key in ("double", "square") else DRIVER
+
+
+async def test_a_placement_may_be_a_function() -> None:
+    received: list[hp.Datum] = []
+    async with asyncio.timeout(WAIT):
+        async with hp.run(chain(received), engine=RayEngine(placement=_host_of)) as topo:
+            await topo.inject_many("numbers", range(10))
+            await topo.drain()
+    assert [d.value for d in received] == [(2 * x + 1) ** 2 for x in range(10)]
+
+
+def test_host_died_error_names_the_host_and_its_nodes() -> None:
+    error = HostDiedError("h1", ["a", "b"])
+    assert str(error) == "host 'h1' died; it ran 'a', 'b'"
