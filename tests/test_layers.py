@@ -56,6 +56,7 @@ LAYERS: Final[tuple[tuple[str, ...], ...]] = (
     ("_channel",),
     ("_wire",),
     ("_raywire",),
+    ("_raypull",),
     ("_kernel",),
     ("_observe",),
     ("_change",),
