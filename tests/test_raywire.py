@@ -1,8 +1,8 @@
 """The wire over Ray: real host actors, each a process, and the channel's guarantees between them.
 
-One local Ray cluster serves the whole session (``ray.init`` costs seconds),
-on 127.0.0.1, its files under a pytest temporary directory, with no
-authentication token read from or written to the home directory. What runs
+One local Ray cluster serves the whole session (``conftest.cluster``: on
+127.0.0.1, its files under a pytest temporary directory, with no
+authentication token read from or written to the home directory). What runs
 inside the actors is in ``tests/raynodes.py``: the workers import it by name.
 The receiving host of most tests is a :class:`~tests.raynodes.JitteredHost`,
 whose ``deliver`` awaits a random moment first, so frames really arrive out
@@ -18,16 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-# Ray "resolves" 127.0.0.1 to the machine's own address, and binds there, unless it runs
-# as on a laptop (the name says Windows or macOS; it works on Linux). Ray reads it as it
-# is imported, so it is set before anything imports Ray.
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+# conftest.py sets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before Ray is imported, and has
+# the session's `cluster` fixture.
 if os.environ.get("HOTPLUMB_REQUIRE_RAY") != "1":
     pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'hotplumb[ray]'")
 
@@ -39,53 +35,12 @@ from hotplumb._raywire import Host, HostActor, pack_frame, start_host, unpack_fr
 from hotplumb._wire import Credit, Frame
 from hotplumb.testing import wait_all_tasks_blocked
 from tests import raynodes
+from tests.raychecks import check_in_order, eventually, flat
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator
+    from collections.abc import Callable, Iterator
 
 pytestmark = pytest.mark.ray
-
-REPOSITORY = Path(__file__).resolve().parent.parent
-
-_SET = {
-    "RAY_AUTH_MODE": "disabled",  # no token read from or written to ~/.ray
-    "RAY_USAGE_STATS_ENABLED": "0",
-}
-_UNSET = ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
-
-
-@pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """A local Ray for the session: its files in a temporary directory, no auth token."""
-    # Short: Ray's socket paths under it must stay within the 107 bytes of a Unix socket.
-    root = tmp_path_factory.mktemp("ray")
-    names = (*_SET, *_UNSET, "RAY_TMPDIR", "TMPDIR", "PYTHONPATH")
-    saved = {name: os.environ.get(name) for name in names}
-    for name in _UNSET:
-        os.environ.pop(name, None)
-    os.environ.update(_SET)
-    os.environ["RAY_TMPDIR"] = os.environ["TMPDIR"] = str(root)
-    # The workers import tests.raynodes by name.
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPOSITORY), saved["PYTHONPATH"]) if p
-    )
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        _temp_dir=str(root),
-        log_to_driver=False,
-    )
-    try:
-        yield
-    finally:
-        ray.shutdown()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @pytest.fixture(scope="session")
@@ -106,32 +61,6 @@ def far(cluster: None) -> Iterator[Any]:
 
 async def run(actor: Any, function: Callable[..., Any], *args: Any) -> Any:
     return await actor.run.remote(function, *args)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
-    """Wait until ``check()`` is true, asking every 20 ms; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true after {timeout} s")
-        await asyncio.sleep(0.02)
-
-
-def check_in_order(want: list[Any], got: list[Any]) -> None:
-    """Each item and control message once, in order; the first difference is the failure."""
-    for index, (expected, taken) in enumerate(zip(want, got, strict=False)):
-        if expected != taken:
-            raise AssertionError(
-                f"message {index}: expected {expected!r}, got {taken!r} "
-                f"(then {got[index + 1 : index + 4]!r})"
-            )
-    if len(got) != len(want):
-        raise AssertionError(f"{len(got)} messages taken, {len(want)} put")
-
-
-def flat(messages: list[Any]) -> list[Any]:
-    """Values and control messages in order, from lists of values and control messages."""
-    return [v for m in messages for v in (m if isinstance(m, list) else [m])]
 
 
 async def test_items_cross_complete_in_order_and_once_with_control_messages_in_place(

@@ -18,7 +18,7 @@ earlier lines (``tests/test_layers.py`` checks it; imports under
 ``_channel``                  the ``Channel`` interface and its in-memory implementation
 ``_wire``                     channels between processes: frames, credits, the two ends
 ``_raywire``                  the wire over Ray actor calls: hosts, their actor, the transport
-``_raypull``                  channels into the driver: frames fetched by a long poll per host
+``_raypull``                  channels into the driver over Ray: the inbox that polls the hosts
 ``_kernel``                   how a node's callable is called: strategies filling ``Outputs``
 ``_observe``                  the ``Observer`` seam: batches, failures and changes told
 ``_change``                   the live-change protocol: plan, cut, align, switch, complete

@@ -76,6 +76,30 @@ items not known to be taken). A channel id a host does not have (removed, or
 never added) refuses frames with ``TopologyClosedError``: its sender fails
 rather than drops them. The sending actor's death needs nothing here: its
 frames and polls die with it, and the receiver keeps what it delivered.
+
+Channels to the driver. The driver is no actor, so nothing can call it: a
+channel into the driver is pulled. A driver-bound sender
+(:meth:`Host.add_driver_sender`) has a transport that puts each packed frame
+into the host's *outbox* and awaits a future; the driver keeps one
+:meth:`HostActor.collect` call in flight per host (``_raypull``'s
+:class:`~hotplumb._raypull.Inbox`), which returns and empties the outbox, and
+gives back, in its next call, the credit of every channel it delivered frames
+for: that resolves the futures of those frames (or fails them, for a channel
+the driver no longer has). A starved sender cannot start a poll of the driver,
+so its ``wants_credit`` hook puts a *want* into the outbox; the driver answers
+it with :meth:`HostActor.grant` once its consumer has taken more. Events
+(:meth:`Host.post`, any picklable value) go in the same outbox. Why one
+outbox for all and no bound of its own: a frame is in it only while its
+send is unresolved, and a sender has at most ``in_flight`` sends and
+``capacity`` items (plus a batch) between the two ends, so the frames held
+are bounded per channel already; wants are one per channel; events are what
+the host posts, between two collects.
+
+Order: frames are collected in the order they were sent, and the driver
+delivers a reply's frames before it passes on its events, so an event reaches
+the driver after every frame whose send began before it was posted (a frame
+is sent by the sender's call task, after the put that cut it returns: post an
+event behind data only once its frame is sent).
 """
 
 from __future__ import annotations
@@ -102,6 +126,7 @@ if TYPE_CHECKING:
     from hotplumb._wire import ReceiverStatistics, SenderStatistics
 
 __all__ = [
+    "COLLECT_TIMEOUT",
     "CreditTuple",
     "Host",
     "HostActor",
@@ -120,6 +145,9 @@ _CALL_OPTIONS: dict[str, Any] = {
 """Options of every channel call: a call runs once, or fails."""
 
 _FIXED_ACTOR_OPTIONS = ("max_restarts", "max_task_retries")
+
+COLLECT_TIMEOUT = 1.0
+"""Seconds a :meth:`HostActor.collect` waits for something before it returns empty lists."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +275,28 @@ class _CreditBox:
                 waiter.set_result(None)
 
 
+class _PullTransport:
+    """Frames of a driver-bound channel: into the host's outbox, each resolved by a collect."""
+
+    __slots__ = ("_channel_id", "_host")
+
+    def __init__(self, host: Host, channel_id: Hashable) -> None:
+        self._host = host
+        self._channel_id = channel_id
+
+    async def send(self, frame: Frame) -> Credit:
+        """Queue ``frame`` for the driver; return its receiver's credit, given in its next collect.
+
+        Raises:
+            TopologyClosedError: The driver has no such channel (any more).
+            ConnectionAbortedError: The collect that carried the frame
+                never came back confirmed (its reply was lost).
+        """
+        future: asyncio.Future[Credit] = asyncio.get_running_loop().create_future()
+        self._host._to_outbox(self._channel_id, pack_frame(frame, self._host._outgoing), future)
+        return await future
+
+
 class Host:
     """One process's ends of the channels that cross to and from it.
 
@@ -263,9 +313,15 @@ class Host:
         "_answered",
         "_boxes",
         "_clock",
+        "_collector",
+        "_events",
+        "_given",
+        "_outbox",
         "_polls",
         "_receivers",
         "_senders",
+        "_to_driver",
+        "_wants",
         "codec",
         "name",
     )
@@ -286,6 +342,20 @@ class Host:
         # What control messages become as they leave and as they arrive
         # (pack_frame's `outgoing`, unpack_frame's `incoming`); None: themselves.
         self.codec: tuple[Callable[[Any], Any], Callable[[Any], Any]] | None = None
+        # The driver-bound senders' side (see the module's docstring). Invariant:
+        # `_to_driver` holds the ids of `_senders` whose receiver is on the driver;
+        # `_outbox` the frames sent and not yet collected, in the order sent, each
+        # with the future its send awaits; `_given` the futures of frames the last
+        # collect returned, by channel, resolved by the next collect's credits;
+        # `_wants` a starved sender's credit, by channel, until collected; `_events`
+        # what was posted and not yet collected. `_collector` is the waiting
+        # collect's wake-up, while one waits.
+        self._to_driver: set[Hashable] = set()
+        self._outbox: list[tuple[Hashable, bytes, asyncio.Future[Credit]]] = []
+        self._given: dict[Hashable, list[asyncio.Future[Credit]]] = {}
+        self._wants: dict[Hashable, Credit] = {}
+        self._events: list[Any] = []
+        self._collector: asyncio.Future[None] | None = None
 
     # -- setting channels up ------------------------------------------------------------
 
@@ -371,6 +441,58 @@ class Host:
         self._actors[channel_id] = to
         return sender
 
+    def add_driver_sender(
+        self,
+        channel_id: Hashable,
+        producer: Hashable | None,
+        consumer: Consumer,
+        capacity: int,
+        *,
+        frame_items: int = FRAME_ITEMS,
+        linger: float = LINGER,
+        in_flight: int = IN_FLIGHT,
+    ) -> WireSender:
+        """Hold the sending end of channel ``channel_id``, whose receiver is on the driver.
+
+        As :meth:`add_sender`, but the driver, which cannot be called, pulls
+        the frames: each goes into this host's outbox, which the driver's
+        :meth:`HostActor.collect` empties, and the driver's next collect
+        brings the receiver's credit back. When the sender is starved it
+        leaves a want in the outbox, which the driver answers with
+        :meth:`HostActor.grant` once its consumer has taken more. The driver
+        adds the receiving end (:meth:`Inbox.add_receiver
+        <hotplumb._raypull.Inbox.add_receiver>`) under the same id. Called
+        from the host's event loop.
+
+        Args:
+            channel_id: The channel, as the driver knows it.
+            producer: The producing node's key.
+            consumer: The reading node as this process knows it (its key).
+            capacity: Items between the two nodes before ``put`` waits.
+            frame_items: Items in a frame before it is cut.
+            linger: Seconds the open frame waits for more.
+            in_flight: Frames sent and not yet confirmed, at once.
+
+        Raises:
+            ValueError: The host has a channel of that id already, or a size
+                is not valid (see :class:`~hotplumb._wire.WireSender`).
+        """
+        self._check_new(channel_id)
+        sender = WireSender(
+            producer,
+            consumer,
+            capacity,
+            _PullTransport(self, channel_id),
+            clock=self._clock,
+            frame_items=frame_items,
+            linger=linger,
+            in_flight=in_flight,
+            wants_credit=lambda known: self._want(channel_id, known),
+        )
+        self._senders[channel_id] = sender
+        self._to_driver.add(channel_id)
+        return sender
+
     def _check_new(self, channel_id: Hashable) -> None:
         if channel_id in self._receivers or channel_id in self._senders:
             raise ValueError(f"host {self.name!r} has a channel {channel_id!r} already")
@@ -394,7 +516,8 @@ class Host:
     def remove(self, channel_id: Hashable, *, delivered: int | None = None) -> list[Any]:
         """Close this host's end of ``channel_id`` and forget it; return what it held.
 
-        A sending end stops its credit poll and returns, as
+        A sending end stops its credit poll (a driver-bound one forgets its
+        frames not yet collected and its want) and returns, as
         :meth:`WireSender.close <hotplumb._wire.WireSender.close>` does, every
         message no credit confirmed delivered (``delivered``, the receiver's
         count, leaves out what reached it). A receiving end closes its
@@ -404,6 +527,16 @@ class Host:
         Raises:
             KeyError: The host has no channel of that id.
         """
+        if channel_id in self._to_driver:
+            sender = self._senders.pop(channel_id)
+            self._to_driver.discard(channel_id)
+            self._wants.pop(channel_id, None)
+            # Closing cancels the sends, and so the futures they await: the frames
+            # still in the outbox are not collected (the report has them).
+            held = sender.close(delivered=delivered)
+            for future in self._given.pop(channel_id, ()):
+                future.cancel()
+            return held
         if channel_id in self._senders:
             sender = self._senders.pop(channel_id)
             del self._actors[channel_id]
@@ -488,6 +621,132 @@ class Host:
             waiter: asyncio.Future[None] = loop.create_future()
             box.waiters.append(waiter)
             await waiter
+
+    def post(self, event: Any) -> None:
+        """Queue ``event`` (any value that pickles) for the driver's next collect; never waits.
+
+        The driver's :class:`~hotplumb._raypull.Inbox` passes the events of a
+        host on in the order they were posted, each after the frames sent
+        before it was posted.
+        """
+        self._events.append(event)
+        self._wake_collector()
+
+    async def collect(
+        self,
+        credits: list[tuple[Hashable, Credit | None]],
+        *,
+        timeout: float = COLLECT_TIMEOUT,
+    ) -> tuple[list[tuple[Hashable, bytes]], list[tuple[Hashable, Credit]], list[Any]]:
+        """The driver's long poll: take its credits, then wait for and return the outbox.
+
+        One collect at a time: each confirms what the one before returned.
+
+        Args:
+            credits: For every channel the last collect returned frames of,
+                the driver's receiver credit after it delivered them, which
+                resolves those frames' sends; ``None`` for a channel the
+                driver does not have, which fails them with
+                :class:`~hotplumb.TopologyClosedError`. Frames of the last
+                collect whose channel is not here fail too: the driver never
+                had them (that reply was lost).
+            timeout: Seconds to wait for something to return.
+
+        Returns:
+            ``(frames, wants, events)``, emptied from the outbox: the packed
+            frames of the driver-bound channels, ``(channel_id, frame)`` in
+            the order they were sent; the starved senders' credits,
+            ``(channel_id, known)``; the events posted, in order. All empty
+            if nothing came within ``timeout``.
+        """
+        self._settle(credits)
+        if not (self._outbox or self._wants or self._events):
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._collector = waiter
+            try:
+                async with asyncio.timeout(timeout):
+                    await waiter
+            except TimeoutError:
+                pass
+            finally:
+                self._collector = None
+        frames: list[tuple[Hashable, bytes]] = []
+        for channel_id, packed, future in self._outbox:
+            if future.done():  # its sender closed: the report has the frame
+                continue
+            frames.append((channel_id, packed))
+            self._given.setdefault(channel_id, []).append(future)
+        # A want whose sender has had credit since (or closed) is answered already.
+        wants = [
+            (cid, known)
+            for cid, known in self._wants.items()
+            if cid in self._to_driver and self._senders[cid].starved
+        ]
+        events = self._events
+        self._outbox = []
+        self._wants = {}
+        self._events = []
+        return frames, wants, events
+
+    def grant(self, channel_id: Hashable, credit: Credit) -> None:
+        """Pass the driver's ``credit`` to the driver-bound sender of ``channel_id``.
+
+        An id the host has no driver-bound sender of is ignored (removed
+        meanwhile). A sender still starved after it leaves a new want.
+        """
+        if channel_id not in self._to_driver:
+            return
+        sender = self._senders[channel_id]
+        try:
+            sender.grant(credit)
+        except ValueError as exc:  # not this channel's credit: trust nothing it says
+            sender.fail(exc)
+            return
+        if sender.starved:
+            self._want(channel_id, sender.credit)
+
+    def _to_outbox(
+        self, channel_id: Hashable, packed: bytes, future: asyncio.Future[Credit]
+    ) -> None:
+        self._outbox.append((channel_id, packed, future))
+        self._wake_collector()
+
+    def _want(self, channel_id: Hashable, known: Credit) -> None:
+        """The driver-bound sender of ``channel_id`` is starved: ask the driver, in the outbox."""
+        if channel_id in self._to_driver:
+            self._wants[channel_id] = known
+            self._wake_collector()
+
+    def _wake_collector(self) -> None:
+        if self._collector is not None and not self._collector.done():
+            self._collector.set_result(None)
+
+    def _settle(self, credits: list[tuple[Hashable, Credit | None]]) -> None:
+        """Resolve the sends of the frames the last collect returned, with the driver's credits."""
+        given, self._given = self._given, {}
+        for channel_id, credit in credits:
+            futures = given.pop(channel_id, ())
+            for future in futures:
+                if future.done():
+                    continue
+                if credit is None:
+                    future.set_exception(
+                        TopologyClosedError(
+                            f"the driver has no channel {channel_id!r} (removed, or never "
+                            "added): its frames are not delivered"
+                        )
+                    )
+                else:
+                    future.set_result(credit)
+        for channel_id, futures in given.items():
+            for future in futures:
+                if not future.done():
+                    future.set_exception(
+                        ConnectionAbortedError(
+                            f"the reply carrying frames of {channel_id!r} to the driver was "
+                            "lost: they may not have been delivered"
+                        )
+                    )
 
     def _gone(self, channel_id: Hashable, what: str) -> TopologyClosedError:
         return TopologyClosedError(
@@ -582,7 +841,8 @@ class HostActor:
     """The Ray async actor of one :class:`Host`; start it with :func:`start_host`.
 
     Its methods are what other hosts call (``deliver``, ``next_credit``) and
-    what the driver asks (``run``, ``statistics``). Each runs as a task of
+    what the driver asks (``run``, ``statistics``, and ``collect`` and
+    ``grant`` for the channels to the driver). Each runs as a task of
     the actor's one event loop, as do the tasks its channels start.
 
     Args:
@@ -610,6 +870,23 @@ class HostActor:
     async def next_credit(self, channel_id: Hashable, known: CreditTuple) -> CreditTuple:
         """:meth:`Host.next_credit`, credits as tuples."""
         return credit_tuple(await self._host.next_credit(channel_id, Credit(*known)))
+
+    async def collect(
+        self,
+        credits: list[tuple[Hashable, CreditTuple | None]],
+        *,
+        timeout: float = COLLECT_TIMEOUT,
+    ) -> tuple[list[tuple[Hashable, bytes]], list[tuple[Hashable, CreditTuple]], list[Any]]:
+        """:meth:`Host.collect`, credits as tuples: the driver's long poll."""
+        frames, wants, events = await self._host.collect(
+            [(cid, None if credit is None else Credit(*credit)) for cid, credit in credits],
+            timeout=timeout,
+        )
+        return frames, [(cid, credit_tuple(known)) for cid, known in wants], events
+
+    async def grant(self, channel_id: Hashable, credit: CreditTuple) -> None:
+        """:meth:`Host.grant`, the credit as a tuple."""
+        self._host.grant(channel_id, Credit(*credit))
 
     async def run(self, function: Callable[..., Any], *args: Any) -> Any:
         """Call ``function(host, *args)`` in the actor's process; await it if it is awaitable.
