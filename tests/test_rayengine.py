@@ -20,6 +20,7 @@ if os.environ.get("HOTPLUMB_REQUIRE_RAY") != "1":
 
 import hotplumb as hp
 from hotplumb.ray import DRIVER, HostDiedError, RayEngine
+from hotplumb.testing import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Hashable
@@ -108,8 +109,7 @@ async def test_a_live_change_across_hosts_keeps_order_state_and_loses_nothing() 
                     await topo.inject("numbers", x)
 
             feeding = asyncio.create_task(feed())
-            while topo.statistics()["out"].received < 300:
-                await asyncio.sleep(0.01)
+            await wait_until(lambda: topo.statistics()["out"].received >= 300, timeout=WAIT)
             second = first.add_node(
                 "count", hp.Node(counting_v2, inputs=["numbers"], state=lambda: 0)
             ).add_node("extra", hp.Node(lambda v: v, inputs=["count"]))
@@ -175,8 +175,7 @@ async def test_close_without_drain_reports_what_the_hosts_held() -> None:
     async with asyncio.timeout(WAIT):
         async with hp.run(graph, engine=RayEngine(placement={"slow": "h1"})) as topo:
             await topo.inject_many("numbers", range(50))
-            while topo.statistics()["slow"].received == 0:
-                await asyncio.sleep(0.01)
+            await wait_until(lambda: topo.statistics()["slow"].received > 0, timeout=WAIT)
             report = await topo.close(drain=False)
             delivered = topo.statistics()["out"].received
     assert not report.drained

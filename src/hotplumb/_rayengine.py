@@ -33,6 +33,7 @@ from hotplumb._format import format_key
 from hotplumb._rayhost import DRIVER, BarrierToken, EngineHost, Link, NodeSpec, Part, SwitchSpec
 from hotplumb._raypull import Inbox
 from hotplumb._raywire import Host, _far_error, start_host
+from hotplumb._runner import Runner
 from hotplumb._snapshot import NodeStatistics
 
 if TYPE_CHECKING:
@@ -371,6 +372,7 @@ class Distributed:
         link = Link(next(self._link_ids), producer, consumer.key, source, target, capacity)
         channel: Channel
         if target == DRIVER:
+            assert isinstance(consumer, Runner)
             receiver = self.inbox.add_receiver(link.id, source, producer, consumer, capacity)
             channel = receiver.channel
         elif source == DRIVER:
@@ -422,6 +424,10 @@ class Distributed:
             Exception: A host could not make its part (a new node's state
                 factory raised there); no host keeps any of it.
         """
+        for done in [s for s, b in self._barriers.items() if b.done.is_set()]:
+            # Every node of its region has acted on it: no token of it is left
+            # in any channel (a node forwards it only to nodes of the region).
+            self._forget(done)
         plan = barrier.plan
         serial = next(self._serials)
         where = self.where
@@ -581,8 +587,6 @@ class Distributed:
                 member.ctx.inputs = switch.node.inputs
             member.ctx._set_readers(switch.readers)
         barrier.errors.extend(errors)
-        if not waiting:
-            self._forget(serial)
         for key in keys:
             barrier.ack(key)
 

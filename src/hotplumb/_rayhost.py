@@ -374,6 +374,9 @@ class HostCore:
         run_steps(install(plan, self.running))  # type: ignore[arg-type]
         if part.serial is None:
             return
+        for serial in [s for s in self.barriers if s < part.serial]:
+            del self.barriers[serial]
+            self.parts.pop(serial, None)
         barrier = Barrier(plan, lambda b: self._done(part, b))
         barrier.pending = set(part.local)
         self.barriers[part.serial] = barrier
@@ -399,8 +402,9 @@ class HostCore:
                     removed[key] = self.statistics_of(runner)
                     runner.release()
         self.forget_unused()
-        self.barriers.pop(part.serial, None)
-        self.parts.pop(part.serial, None)
+        # The barrier stays known (its token may still be packed into a frame
+        # going out) until a later part comes: the driver starts a barrier only
+        # once every earlier one has passed every node.
         errors = [(key, portable(error)) for key, error in barrier.errors]
         self.wire.post(("done", part.serial, errors, removed, self.node_statistics()))
 
