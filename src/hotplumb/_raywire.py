@@ -313,7 +313,7 @@ class Host:
         "_answered",
         "_boxes",
         "_clock",
-        "_collector",
+        "_collectors",
         "_events",
         "_given",
         "_outbox",
@@ -348,14 +348,15 @@ class Host:
         # with the future its send awaits; `_given` the futures of frames the last
         # collect returned, by channel, resolved by the next collect's credits;
         # `_wants` a starved sender's credit, by channel, until collected; `_events`
-        # what was posted and not yet collected. `_collector` is the waiting
-        # collect's wake-up, while one waits.
+        # what was posted and not yet collected. `_collectors` wake the collects
+        # waiting (one, but for a cancelled one Ray has not ended yet: whichever
+        # runs first takes all, and the next collect fails what it returned, lost).
         self._to_driver: set[Hashable] = set()
         self._outbox: list[tuple[Hashable, bytes, asyncio.Future[Credit]]] = []
         self._given: dict[Hashable, list[asyncio.Future[Credit]]] = {}
         self._wants: dict[Hashable, Credit] = {}
         self._events: list[Any] = []
-        self._collector: asyncio.Future[None] | None = None
+        self._collectors: list[asyncio.Future[None]] = []
 
     # -- setting channels up ------------------------------------------------------------
 
@@ -662,14 +663,15 @@ class Host:
         self._settle(credits)
         if not (self._outbox or self._wants or self._events):
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._collector = waiter
+            self._collectors.append(waiter)
             try:
                 async with asyncio.timeout(timeout):
                     await waiter
             except TimeoutError:
                 pass
             finally:
-                self._collector = None
+                with contextlib.suppress(ValueError):
+                    self._collectors.remove(waiter)
         frames: list[tuple[Hashable, bytes]] = []
         for channel_id, packed, future in self._outbox:
             if future.done():  # its sender closed: the report has the frame
@@ -718,8 +720,10 @@ class Host:
             self._wake_collector()
 
     def _wake_collector(self) -> None:
-        if self._collector is not None and not self._collector.done():
-            self._collector.set_result(None)
+        waiters, self._collectors = self._collectors, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _settle(self, credits: list[tuple[Hashable, Credit | None]]) -> None:
         """Resolve the sends of the frames the last collect returned, with the driver's credits."""
