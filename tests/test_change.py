@@ -726,7 +726,7 @@ class Host:
     def settle_memory(self) -> None:
         pass
 
-    def check_graph(self, graph: hp.Graph) -> None:
+    async def admit(self, graph: hp.Graph) -> None:
         pass
 
     async def begin_barrier(self, barrier: Barrier) -> None:

@@ -323,8 +323,8 @@ class ChangeHost(Protocol):
         it out of the collector's way.
         """
 
-    def check_graph(self, graph: Graph) -> None:
-        """Raise if ``graph`` cannot run here (before anything of the change is made)."""
+    async def admit(self, graph: Graph) -> None:
+        """Before a change is made: raise if ``graph`` cannot run, or ready what it needs."""
 
     async def begin_barrier(self, barrier: Barrier) -> None:
         """``barrier`` is about to enter the topology: what runs elsewhere gets ready, or raises."""
@@ -982,13 +982,13 @@ class Changes:
             changes = await _off_loop(old.diff, graph)
         else:
             changes = old.diff(graph)
+        await host.admit(graph)
         if not changes:
             host.completed(graph, changes)
             self._ran_graph(graph)
             return ApplyReport(changes, self.generation, 0, 0.0)
         if check:
             self._check_current(graph)
-        host.check_graph(graph)
         host.settle_memory()
         generation = self.generation + 1
         kernels: dict[Hashable, Kernel] = {}

@@ -45,9 +45,8 @@ class Engine(Protocol):
     async def started(self) -> None:
         """Every node is made: what runs elsewhere is made there."""
 
-    def check(self, graph: Graph, placement: Any = None) -> set[str]:
-        """Raise if ``graph`` cannot run (under ``placement``); return the hosts it needs."""
-        ...
+    async def admit(self, graph: Graph) -> None:
+        """Before a change to ``graph``: raise if it cannot run, or ready what it needs."""
 
     def placing(self, placement: Any) -> AbstractContextManager[None]:
         """The placement the change made inside uses (``None``: the current one)."""

@@ -305,6 +305,10 @@ class Distributed:
             self.place = saved
         return hosts - {DRIVER}
 
+    async def admit(self, graph: Graph) -> None:
+        """Before a change: check ``graph``'s placement, and start the hosts it needs."""
+        await self._start_hosts(self.check(graph))
+
     @contextlib.contextmanager
     def placing(self, placement: Any) -> Iterator[None]:
         """Use ``placement`` for the change made inside; keep it if the change goes ahead."""
@@ -327,14 +331,12 @@ class Distributed:
         hosts = self.check(core.graph)
         if not ray.is_initialized():
             ray.init(include_dashboard=False, log_to_driver=False)
-        await self._start_hosts(hosts)
         self._wire = Host(DRIVER)
         self._wire.codec = (self._token, self._resolve)
         self._inbox = Inbox(
             on_event=self._event, on_failure=self._host_failed, incoming=self._resolve
         )
-        for name, actor in self.actors.items():
-            self.inbox.add_host(name, actor)
+        await self._start_hosts(hosts)
 
     async def _start_hosts(self, hosts: Iterable[str]) -> None:
         new = sorted(set(hosts) - self.actors.keys())
@@ -344,12 +346,20 @@ class Distributed:
             options = dict(self.resources.get(name, {}))
             self.actors[name] = start_host(name, actor_class=self.actor_class, **options)
         core = self.core
+        # Every host learns of every other (the new ones at their setup, the others now).
         await asyncio.gather(
             *(
                 self.actors[name].setup.remote(self.actors, core.restart, core.capacity, core.trace)
-                for name in self.actors
-            )
+                for name in new
+            ),
+            *(
+                actor.meet.remote({name: self.actors[name] for name in new})
+                for name, actor in self.actors.items()
+                if name not in new
+            ),
         )
+        for name in new:
+            self.inbox.add_host(name, self.actors[name])
 
     def participant(
         self, key: Hashable, node: Node, kernel: Kernel, version: int, readers: frozenset[Hashable]
@@ -383,6 +393,20 @@ class Distributed:
             channel = FarChannel(link, consumer)  # type: ignore[assignment]
         self._links[id(channel)] = (link, channel)
         return channel
+
+    def _forget_unused(self) -> None:
+        """Let go of the driver's ends of channels no node uses any more.
+
+        Called as a barrier begins, when every earlier one has passed every
+        node: what a channel no node uses was given has been delivered.
+        """
+        used = {id(c) for m in self.core.running.values() for c in (*m.inputs, *m.outputs)}
+        for key in [k for k in self._links if k not in used]:
+            link, _ = self._links.pop(key)
+            if link.source == DRIVER and link.id in self.wire.sending:
+                self.wire.remove(link.id)
+            elif link.target == DRIVER and link.id in self.inbox.receiving:
+                self.inbox.remove(link.id)
 
     def _link(self, channel: Channel) -> Link:
         return self._links[id(channel)][0]
@@ -428,6 +452,7 @@ class Distributed:
             # Every node of its region has acted on it: no token of it is left
             # in any channel (a node forwards it only to nodes of the region).
             self._forget(done)
+        self._forget_unused()
         plan = barrier.plan
         serial = next(self._serials)
         where = self.where
@@ -476,7 +501,6 @@ class Distributed:
             for host in {link.source, link.target} - {DRIVER}:
                 capacities.setdefault(host, []).append((link, size))
         hosts = (local.keys() | switches.keys() | added.keys() | capacities.keys()) - self._dead
-        await self._start_hosts(hosts)
         parts = {
             host: Part(
                 serial,

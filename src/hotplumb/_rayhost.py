@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from hotplumb._snapshot import NodeStatistics
 
 __all__ = [
+    "COUNTERS_EVERY",
     "DRIVER",
     "BarrierToken",
     "EngineHost",
@@ -70,6 +71,9 @@ __all__ = [
 
 DRIVER = "driver"
 """The name of the calling process as a host: what no placement names runs there."""
+
+COUNTERS_EVERY = 0.1
+"""Real seconds between two reports of a host's counters to the driver, while they change."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +319,14 @@ class HostCore:
             Exception: A new node's state factory or callable failed; nothing
                 of the part is left behind.
         """
+        if part.serial is not None:
+            # Every earlier barrier has passed every node of the topology (the
+            # driver starts one only then): what they left unused has delivered
+            # all it was given, and their tokens are in no channel any more.
+            for serial in [s for s in self.barriers if s < part.serial]:
+                del self.barriers[serial]
+                self.parts.pop(serial, None)
+            self.forget_unused()
         added: dict[Hashable, Participant] = {}
         for key, spec in part.added.items():
             try:
@@ -374,9 +386,6 @@ class HostCore:
         run_steps(install(plan, self.running))  # type: ignore[arg-type]
         if part.serial is None:
             return
-        for serial in [s for s in self.barriers if s < part.serial]:
-            del self.barriers[serial]
-            self.parts.pop(serial, None)
         barrier = Barrier(plan, lambda b: self._done(part, b))
         barrier.pending = set(part.local)
         self.barriers[part.serial] = barrier
@@ -389,7 +398,6 @@ class HostCore:
         self.parts.pop(serial, None)
         if barrier is not None:
             uninstall(barrier.plan, self.running)  # type: ignore[arg-type]
-            self.forget_unused()
 
     def _done(self, part: Part, barrier: Barrier) -> None:
         """Every node of the host acted on the barrier: drop the removed ones, tell the driver."""
@@ -401,10 +409,10 @@ class HostCore:
                 if runner is not None:
                     removed[key] = self.statistics_of(runner)
                     runner.release()
-        self.forget_unused()
-        # The barrier stays known (its token may still be packed into a frame
-        # going out) until a later part comes: the driver starts a barrier only
-        # once every earlier one has passed every node.
+        # The channels its removed nodes and switched producers no longer use
+        # stay until the next part (see prepare): a frame of them, this
+        # barrier's say, may not have left yet. So does the barrier: its token
+        # may still be packed into a frame going out.
         errors = [(key, portable(error)) for key, error in barrier.errors]
         self.wire.post(("done", part.serial, errors, removed, self.node_statistics()))
 
@@ -424,6 +432,20 @@ class HostCore:
 
     # -- counters and stopping -----------------------------------------------------------
 
+    async def report_counters(self) -> None:
+        """Tell the driver the nodes' counters every :data:`COUNTERS_EVERY` s, when they changed.
+
+        Between two reports the driver's figures lag; a barrier's end
+        (``done``) carries exact ones, so they are exact after a drain.
+        """
+        last: dict[Hashable, NodeStatistics] = {}
+        while True:
+            await asyncio.sleep(COUNTERS_EVERY)
+            now = self.node_statistics()
+            if now != last:
+                self.wire.post(("stats", now))
+                last = now
+
     def statistics_of(self, runner: Runner) -> NodeStatistics:
         depth = sum(c.size for c in runner.inputs)
         return runner.statistics(depth, input_capacity(runner.node, self.capacity))
@@ -437,7 +459,7 @@ class HostCore:
         self.closing = True
         for runner in self.running.values():
             runner.stop_producer()
-        tasks = [r.task for r in self.running.values() if r.task is not None]
+        tasks = list(self.tasks)  # the nodes' and the counters' reports
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -496,6 +518,11 @@ class EngineHost(HostActor):
         core = HostCore(self.host, actors, restart=restart, capacity=capacity, trace=trace)
         self.host.codec = (core.token, core.resolve)
         self._core = core
+        core.spawn(core.report_counters(), "hotplumb counters")
+
+    async def meet(self, actors: Mapping[str, Any]) -> None:
+        """New hosts joined the topology: their actors, by name."""
+        self.core.actors.update(actors)
 
     async def prepare(self, part: Part) -> None:
         """:meth:`HostCore.prepare`."""

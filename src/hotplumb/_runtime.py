@@ -381,9 +381,9 @@ class _Core:
         assert isinstance(consumer, Runner)
         return MemoryChannel(producer, consumer, capacity)
 
-    def check_graph(self, graph: Graph) -> None:
+    async def admit(self, graph: Graph) -> None:
         if self.engine is not None:
-            self.engine.check(graph)
+            await self.engine.admit(graph)
 
     async def begin_barrier(self, barrier: Barrier) -> None:
         if self.engine is not None:

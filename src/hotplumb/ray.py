@@ -35,7 +35,7 @@ from hotplumb._rayengine import Distributed, HostDiedError, as_placement
 from hotplumb._rayhost import DRIVER, EngineHost
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Hashable, Mapping
+    from collections.abc import Callable, Mapping
 
 __all__ = ["DRIVER", "HostDiedError", "RayEngine"]
 
@@ -58,7 +58,7 @@ class RayEngine:
 
     def __init__(
         self,
-        placement: Mapping[Hashable, str] | Callable[[Hashable], str] | None = None,
+        placement: Mapping[Any, str] | Callable[[Any], str] | None = None,
         *,
         resources: Mapping[str, Mapping[str, Any]] | None = None,
         _actor_class: type[EngineHost] = EngineHost,
