@@ -726,8 +726,8 @@ class Host:
     def settle_memory(self) -> None:
         pass
 
-    async def admit(self, graph: hp.Graph) -> None:
-        pass
+    async def admit(self, graph: hp.Graph) -> frozenset[Hashable]:
+        return frozenset()
 
     async def begin_barrier(self, barrier: Barrier) -> None:
         pass

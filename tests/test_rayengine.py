@@ -190,13 +190,48 @@ async def test_an_entry_point_away_from_the_driver_is_refused_naming_it() -> Non
             pass
 
 
-async def test_moving_a_running_node_is_refused_before_anything_changes() -> None:
+def _count_where(x: Any, ctx: hp.Context) -> Any:
+    ctx.state += 1
+    return (x, ctx.state, os.getpid())
+
+
+async def test_a_node_moves_between_hosts_live_with_its_state() -> None:
+    received: list[hp.Datum] = []
+    graph = hp.Graph(
+        {
+            "numbers": hp.Node(),
+            "double": hp.Node(lambda x: 2 * x, inputs=["numbers"]),
+            "count": hp.Node(_count_where, inputs=["double"], state=lambda: 0),
+            "out": hp.sink(received.append, inputs=["count"]),
+        }
+    )
+    before = {"double": "h1", "count": "h1"}
+    async with asyncio.timeout(WAIT):
+        async with hp.run(graph, engine=RayEngine(placement=before)) as topo:
+            await topo.inject_many("numbers", range(1_000))
+            report = await topo.apply(graph, placement={"double": "h1", "count": "h2"})
+            await topo.inject_many("numbers", range(1_000, 2_000))
+            await topo.drain()
+            moved_back = await topo.apply(graph, placement=before)
+            await topo.inject_many("numbers", range(2_000, 2_500))
+            await topo.drain()
+    assert report.generation == 1
+    assert moved_back.generation == 2
+    values = [d.value for d in received]
+    assert [v[0] for v in values] == [2 * x for x in range(2_500)]  # none lost or twice, in order
+    assert [v[1] for v in values] == list(range(1, 2_501))  # the state went with it, twice
+    pids = [v[2] for v in values]
+    assert pids[0] == pids[999] == pids[2_000] != pids[1_000] == pids[1_999]
+    assert pids[:1_000] == [pids[0]] * 1_000
+
+
+async def test_moving_a_node_to_the_driver_is_refused_before_anything_changes() -> None:
     received: list[hp.Datum] = []
     graph = chain(received)
     async with asyncio.timeout(WAIT):
         async with hp.run(graph, engine=RayEngine(placement=SPREAD)) as topo:
-            with pytest.raises(ValueError, match="node plus1 runs on 'h2'"):
-                await topo.apply(graph, placement={**SPREAD, "plus1": "h1"})
+            with pytest.raises(ValueError, match="node plus1 runs on 'h2'; a node moves between"):
+                await topo.apply(graph, placement={**SPREAD, "plus1": DRIVER})
             assert topo.generation == 0
             await topo.inject("numbers", 1)
             await topo.drain()

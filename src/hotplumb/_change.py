@@ -323,8 +323,14 @@ class ChangeHost(Protocol):
         it out of the collector's way.
         """
 
-    async def admit(self, graph: Graph) -> None:
-        """Before a change is made: raise if ``graph`` cannot run, or ready what it needs."""
+    async def admit(self, graph: Graph) -> frozenset[Hashable]:
+        """Before a change is made: raise if ``graph`` cannot run, or ready what it needs.
+
+        Returns:
+            The running keys to move to another process (an engine's placement
+            changed): they switch, with every channel new.
+        """
+        ...
 
     async def begin_barrier(self, barrier: Barrier) -> None:
         """``barrier`` is about to enter the topology: what runs elsewhere gets ready, or raises."""
@@ -472,6 +478,7 @@ def plan_steps(
     kernels: Mapping[Hashable, Kernel],
     capacity: int,
     open_channel: Callable[[Hashable | None, Participant, int], Channel],
+    moved: frozenset[Hashable] = frozenset(),
 ) -> Generator[None, None, Plan]:
     """Work out the switches of the change from ``old`` to ``new``; touch no running node.
 
@@ -491,11 +498,18 @@ def plan_steps(
         kernels: The kernels of every added, replaced and rewired key.
         capacity: The default input capacity.
         open_channel: Makes a channel ``(producer, consumer, capacity)``.
+        moved: Running keys an engine moves to another process: unchanged,
+            but every channel into and out of them is new, so they, their
+            producers and their readers switch.
 
     Returns:
         The plan.
     """
     switching = (changes.changed | changes.readers_changed) & running.keys()
+    if moved:
+        for key in moved:
+            near = {key, *old.inputs_of(key), *new.inputs_of(key), *new.readers_of(key)}
+            switching |= near & running.keys()
     yield
     region = frozenset((yield from ancestor_steps(old, switching)))
     yield
@@ -517,10 +531,14 @@ def plan_steps(
             opened[key] = entry
             continue
         existing = {c.producer: c for c in member.inputs} if key in running else {}
+        if key in moved:
+            existing = {}
         channels = []
         for producer in node.inputs:
             size = edge_capacity(new.nodes[producer], node, capacity)
-            kept = existing.get(producer) if producer not in added else None
+            kept = (
+                existing.get(producer) if producer not in added and producer not in moved else None
+            )
             if kept is None:
                 channels.append(open_channel(producer, member, size))
             else:
@@ -610,10 +628,16 @@ class Barrier:
             when it completes).
     """
 
-    __slots__ = ("aborted", "done", "errors", "on_done", "pending", "plan", "removed")
+    __slots__ = ("aborted", "done", "errors", "on_ack", "on_done", "pending", "plan", "removed")
 
-    def __init__(self, plan: Plan, on_done: Callable[[Barrier], None] | None = None) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        on_done: Callable[[Barrier], None] | None = None,
+        on_ack: Callable[[Hashable], None] | None = None,
+    ) -> None:
         self.plan = plan
+        self.on_ack = on_ack
         self.pending: set[Hashable] = set(plan.region)
         self.done = asyncio.Event()
         self.aborted = False
@@ -633,6 +657,8 @@ class Barrier:
 
     def ack(self, key: Hashable) -> None:
         """Record that ``key`` has acted on the barrier."""
+        if self.on_ack is not None:
+            self.on_ack(key)
         self.pending.discard(key)
         self.check()
 
@@ -982,8 +1008,8 @@ class Changes:
             changes = await _off_loop(old.diff, graph)
         else:
             changes = old.diff(graph)
-        await host.admit(graph)
-        if not changes:
+        moved = await host.admit(graph)
+        if not changes and not moved:
             host.completed(graph, changes)
             self._ran_graph(graph)
             return ApplyReport(changes, self.generation, 0, 0.0)
@@ -1020,6 +1046,7 @@ class Changes:
             kernels=kernels,
             capacity=host.capacity,
             open_channel=host.open_channel,
+            moved=moved,
         )
         plan = await run_steps_yielding(steps)
         if host.closing:

@@ -45,8 +45,13 @@ class Engine(Protocol):
     async def started(self) -> None:
         """Every node is made: what runs elsewhere is made there."""
 
-    async def admit(self, graph: Graph) -> None:
-        """Before a change to ``graph``: raise if it cannot run, or ready what it needs."""
+    async def admit(self, graph: Graph) -> frozenset[Hashable]:
+        """Before a change to ``graph``: raise if it cannot run, or ready what it needs.
+
+        Returns:
+            The running keys the change moves elsewhere.
+        """
+        ...
 
     def placing(self, placement: Any) -> AbstractContextManager[None]:
         """The placement the change made inside uses (``None``: the current one)."""

@@ -39,7 +39,7 @@ from hotplumb._snapshot import NodeStatistics
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Iterable, Iterator
 
-    from hotplumb._change import Barrier, Participant
+    from hotplumb._change import Barrier, Participant, Plan
     from hotplumb._channel import Channel
     from hotplumb._clock import Clock
     from hotplumb._datum import Datum, NodeError
@@ -247,6 +247,8 @@ class Distributed:
         self._wire: Host | None = None
         self._inbox: Inbox | None = None
         self._dead: set[str] = set()
+        # The keys the change being made moves, with the host each leaves.
+        self._moving: dict[Hashable, str] = {}
 
     @property
     def core(self) -> _Core:
@@ -285,29 +287,41 @@ class Distributed:
             )
         return host
 
-    def check(self, graph: Graph, place: Callable[[Hashable], str] | None = None) -> set[str]:
-        """The hosts ``graph`` needs under ``place``; raise if a running node would move."""
-        saved = self.place
-        if place is not None:
-            self.place = place
-        try:
-            hosts: set[str] = set()
-            for key, node in graph.nodes.items():
-                host = self.host_for(key, node)
-                running = self.where.get(key)
-                if running is not None and running != host:
-                    raise ValueError(
-                        f"node {format_key(key)} runs on {running!r}; moving a running node to "
-                        f"{host!r} is not supported yet (remove it, then add it there)"
-                    )
-                hosts.add(host)
-        finally:
-            self.place = saved
-        return hosts - {DRIVER}
+    def check(self, graph: Graph) -> tuple[set[str], dict[Hashable, str]]:
+        """The hosts ``graph`` needs, and the running keys it moves (to their new host).
 
-    async def admit(self, graph: Graph) -> None:
-        """Before a change: check ``graph``'s placement, and start the hosts it needs."""
-        await self._start_hosts(self.check(graph))
+        Raises:
+            ValueError: A node is misplaced (see :meth:`host_for`), or would
+                move to or from the driver.
+        """
+        hosts: set[str] = set()
+        moves: dict[Hashable, str] = {}
+        for key, node in graph.nodes.items():
+            host = self.host_for(key, node)
+            running = self.where.get(key)
+            if running is not None and running != host:
+                if DRIVER in (running, host):
+                    raise ValueError(
+                        f"node {format_key(key)} runs on {running!r}; a node moves between "
+                        f"hosts, not to or from the driver ({host!r}): remove it, then add it"
+                    )
+                moves[key] = host
+            hosts.add(host)
+        return hosts - {DRIVER}, moves
+
+    async def admit(self, graph: Graph) -> frozenset[Hashable]:
+        """Before a change: check ``graph``'s placement, start the hosts it needs; what moves."""
+        hosts, moves = self.check(graph)
+        await self._start_hosts(hosts)
+        # Its channels are made where it goes; if the change does not go
+        # ahead, it stays where it is (placing() or abandon puts it back).
+        self._moving = {key: self.where[key] for key in moves}
+        self.where.update(moves)
+        return frozenset(moves)
+
+    def _unmove(self) -> None:
+        moving, self._moving = self._moving, {}
+        self.where.update(moving)
 
     @contextlib.contextmanager
     def placing(self, placement: Any) -> Iterator[None]:
@@ -321,14 +335,16 @@ class Distributed:
             yield
         except BaseException:
             self.place = saved
+            self._unmove()
             raise
+        self._moving = {}
 
     # -- the engine seam ---------------------------------------------------------------
 
     async def open(self, core: _Core) -> None:
         """Start the hosts the graph needs; nothing runs yet."""
         self._core = core
-        hosts = self.check(core.graph)
+        hosts, _ = self.check(core.graph)
         if not ray.is_initialized():
             ray.init(include_dashboard=False, log_to_driver=False)
         self._wire = Host(DRIVER)
@@ -394,13 +410,17 @@ class Distributed:
         self._links[id(channel)] = (link, channel)
         return channel
 
-    def _forget_unused(self) -> None:
-        """Let go of the driver's ends of channels no node uses any more.
+    def _forget_unused(self, plan: Plan) -> None:
+        """Let go of the driver's ends of channels no node uses, nor will after ``plan``.
 
         Called as a barrier begins, when every earlier one has passed every
         node: what a channel no node uses was given has been delivered.
         """
         used = {id(c) for m in self.core.running.values() for c in (*m.inputs, *m.outputs)}
+        for switch in plan.switches.values():
+            used.update(id(c) for c in (*switch.inputs, *switch.outputs))
+        for inputs, outputs in plan.wiring.values():
+            used.update(id(c) for c in (*inputs, *outputs))
         for key in [k for k in self._links if k not in used]:
             link, _ = self._links.pop(key)
             if link.source == DRIVER and link.id in self.wire.sending:
@@ -452,20 +472,36 @@ class Distributed:
             # Every node of its region has acted on it: no token of it is left
             # in any channel (a node forwards it only to nodes of the region).
             self._forget(done)
-        self._forget_unused()
         plan = barrier.plan
+        self._forget_unused(plan)
         serial = next(self._serials)
         where = self.where
+        moving = self._moving
         local: dict[str, set[Hashable]] = {}
         for key in plan.region:
-            host = where[key]
+            host = moving.get(key, where[key])  # a node that moves acts where it was
             if host != DRIVER:
                 local.setdefault(host, set()).add(key)
         switches: dict[str, dict[Hashable, SwitchSpec]] = {}
+        added: dict[str, dict[Hashable, NodeSpec]] = {}
         running = self.core.running
         for key, switch in plan.switches.items():
             host = where[key]
             if host == DRIVER:
+                continue
+            if key in moving:
+                # It stops where it was once it acted on the barrier, and sends
+                # its state on; it starts where it goes from that state.
+                assert switch.node is not None
+                switches.setdefault(moving[key], {})[key] = SwitchSpec(None, moved_to=host)
+                added.setdefault(host, {})[key] = NodeSpec(
+                    switch.node,
+                    switch.version,
+                    switch.readers,
+                    self._links_of(switch.inputs),
+                    self._links_of(switch.outputs),
+                    moved=True,
+                )
                 continue
             if switch.node is None:
                 spec = SwitchSpec(None)
@@ -479,7 +515,6 @@ class Distributed:
                     switch.readers,
                 )
             switches.setdefault(host, {})[key] = spec
-        added: dict[str, dict[Hashable, NodeSpec]] = {}
         for key, member in plan.added.items():
             host = where[key]
             if host == DRIVER:
@@ -529,6 +564,7 @@ class Distributed:
 
     def abandon(self, barrier: Barrier) -> None:
         """``barrier`` will not start: the hosts undo their parts."""
+        self._unmove()
         serial = self._serial_of.get(id(barrier))
         if serial is None:
             return
@@ -563,6 +599,10 @@ class Distributed:
             self._switched(host, serial, errors)
         elif kind == "stats":
             self._update(event[1])
+        elif kind == "errors":
+            barrier = self._barriers.get(event[1])
+            if barrier is not None:
+                barrier.errors.extend(event[2])
         elif kind == "dead":
             datum: Datum = event[1]
             member = core.running.get(datum.path[-1]) if datum.path else None
@@ -594,6 +634,7 @@ class Distributed:
             return
         keys = waiting.pop(host)
         running = self.core.running
+        where = self.where
         for key in keys:
             switch = barrier.plan.switches.get(key)
             member = running.get(key)
@@ -602,6 +643,7 @@ class Distributed:
             if switch.node is None:
                 member.stopped = True
                 continue
+            member.host = where.get(key, member.host)
             member.inputs = list(switch.inputs)
             member.outputs = list(switch.outputs)
             if switch.node is not member.node:

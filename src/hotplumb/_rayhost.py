@@ -28,6 +28,8 @@ import pickle
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import ray
+
 from hotplumb._change import (
     Aligner,
     Barrier,
@@ -108,8 +110,10 @@ class BarrierToken:
 class SwitchSpec:
     """What one of the host's running nodes becomes at a barrier (see ``_change.Switch``).
 
-    ``node`` is ``None`` if the node is removed; ``redefined`` says whether
-    it is a new description (replaced or rewired), whose state migrates.
+    ``node`` is ``None`` if the node is removed, or moved to the host
+    ``moved_to`` (to which it sends its state once it has acted on the
+    barrier); ``redefined`` says whether it is a new description (replaced
+    or rewired), whose state migrates.
     """
 
     node: Node | None
@@ -118,17 +122,23 @@ class SwitchSpec:
     inputs: tuple[Link, ...] = ()
     outputs: tuple[Link, ...] = ()
     readers: frozenset[Hashable] = frozenset()
+    moved_to: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class NodeSpec:
-    """A node the host adds: its description, version, readers and wiring."""
+    """A node the host adds: its description, version, readers and wiring.
+
+    ``moved`` says that it comes from another host: it starts once its state
+    has arrived (:meth:`HostCore.arrive`), and not before.
+    """
 
     node: Node
     version: int
     readers: frozenset[Hashable]
     inputs: tuple[Link, ...]
     outputs: tuple[Link, ...]
+    moved: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +229,9 @@ class HostCore:
         self.parts: dict[int, Part] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.pools: dict[Pool, Executor] = {}
+        # Nodes moved here, made and wired, waiting for their state to start.
+        self.arriving: dict[tuple[int, Hashable], Runner] = {}
+        self._sends: set[Any] = set()  # the calls carrying a moved node's state
 
     # -- NodeHost ------------------------------------------------------------------------
 
@@ -328,6 +341,7 @@ class HostCore:
                 self.parts.pop(serial, None)
             self.forget_unused()
         added: dict[Hashable, Participant] = {}
+        arriving: dict[Hashable, Runner] = {}
         for key, spec in part.added.items():
             try:
                 added[key] = Runner(
@@ -374,6 +388,13 @@ class HostCore:
             self.running = known
             raise
         self.running = known
+        for key, spec in part.added.items():
+            if spec.moved:
+                # Wired now, started when its state comes (not by install).
+                member = added.pop(key)
+                assert isinstance(member, Runner)
+                member.inputs, member.outputs = (list(c) for c in wiring.pop(key))
+                arriving[key] = member
         plan = Plan(
             generation=part.generation,
             region=part.region,
@@ -386,7 +407,20 @@ class HostCore:
         run_steps(install(plan, self.running))  # type: ignore[arg-type]
         if part.serial is None:
             return
-        barrier = Barrier(plan, lambda b: self._done(part, b))
+        for key, runner in arriving.items():
+            self.running[key] = runner
+            self.arriving[part.serial, key] = runner
+        serial = part.serial
+        leaving = {k: s.moved_to for k, s in part.switches.items() if s.moved_to is not None}
+
+        def acted(key: Hashable) -> None:
+            to = leaving.get(key)
+            if to is not None:
+                # Its last before-cut datum is processed: the state it leaves is
+                # the one it starts from on the host it moves to.
+                self.send_state(serial, key, to)
+
+        barrier = Barrier(plan, lambda b: self._done(part, b), acted if leaving else None)
         barrier.pending = set(part.local)
         self.barriers[part.serial] = barrier
         self.parts[part.serial] = part
@@ -398,6 +432,45 @@ class HostCore:
         self.parts.pop(serial, None)
         if barrier is not None:
             uninstall(barrier.plan, self.running)  # type: ignore[arg-type]
+        for arrival in [a for a in self.arriving if a[0] == serial]:
+            runner = self.arriving.pop(arrival)
+            if self.running.get(arrival[1]) is runner:
+                del self.running[arrival[1]]
+            runner.retire()
+
+    def send_state(self, serial: int, key: Hashable, to: str) -> None:
+        """Send the state a node that moves leaves to the host it moves to."""
+        runner = self.running[key]
+        try:
+            packed: bytes | None = ray.cloudpickle.dumps(runner.ctx.state)
+            error = None
+        except Exception as exc:
+            packed, error = None, portable(exc)
+        call = self.actors[to].arrive.remote(serial, key, packed, error)
+        self._sends.add(call)  # held until it returns, so that it is not forgotten
+        asyncio.get_running_loop().create_task(self._sent(call))
+
+    async def _sent(self, call: Any) -> None:
+        try:
+            await call
+        except Exception as exc:  # the host it moves to is gone: the state with it
+            self.wire.post(("crashed", "moving a node's state", portable(exc)))
+        finally:
+            self._sends.discard(call)
+
+    def arrive(self, serial: int, key: Hashable, packed: bytes | None, error: Any) -> None:
+        """A moved node's state came: it starts from it (from a fresh one if it did not pickle)."""
+        runner = self.arriving.pop((serial, key), None)
+        if runner is None:
+            return
+        if packed is not None:
+            try:
+                runner.ctx.state = pickle.loads(packed)
+            except Exception as exc:
+                error = portable(exc)
+        if error is not None:
+            self.wire.post(("errors", serial, [(key, error)]))
+        runner.start()
 
     def _done(self, part: Part, barrier: Barrier) -> None:
         """Every node of the host acted on the barrier: drop the removed ones, tell the driver."""
@@ -531,6 +604,10 @@ class EngineHost(HostActor):
     async def abandon(self, serial: int) -> None:
         """:meth:`HostCore.abandon`."""
         self.core.abandon(serial)
+
+    async def arrive(self, serial: int, key: Hashable, packed: bytes | None, error: Any) -> None:
+        """:meth:`HostCore.arrive`."""
+        self.core.arrive(serial, key, packed, error)
 
     async def node_statistics(self) -> dict[Hashable, NodeStatistics]:
         """:meth:`HostCore.node_statistics`."""

@@ -381,9 +381,10 @@ class _Core:
         assert isinstance(consumer, Runner)
         return MemoryChannel(producer, consumer, capacity)
 
-    async def admit(self, graph: Graph) -> None:
-        if self.engine is not None:
-            await self.engine.admit(graph)
+    async def admit(self, graph: Graph) -> frozenset[Hashable]:
+        if self.engine is None:
+            return frozenset()
+        return await self.engine.admit(graph)
 
     async def begin_barrier(self, barrier: Barrier) -> None:
         if self.engine is not None:
