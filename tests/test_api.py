@@ -118,3 +118,16 @@ def test_the_examples_in_docstrings_run() -> None:
 def test_importing_hotplumb_never_imports_ray() -> None:
     code = "import sys, hotplumb, hotplumb.testing; assert 'ray' not in sys.modules, 'imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_without_ray_hotplumb_ray_says_what_to_install() -> None:
+    # A None entry in sys.modules makes `import ray` fail, as it does without the extra.
+    code = (
+        "import sys; sys.modules['ray'] = None\n"
+        "try:\n    import hotplumb.ray\n"
+        "except ImportError as exc:\n    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, timeout=60, capture_output=True, text=True
+    )
+    assert "pip install 'hotplumb[ray]'" in out.stdout

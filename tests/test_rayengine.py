@@ -254,3 +254,22 @@ async def test_a_placement_may_be_a_function() -> None:
 def test_host_died_error_names_the_host_and_its_nodes() -> None:
     error = HostDiedError("h1", ["a", "b"])
     assert str(error) == "host 'h1' died; it ran a, b"
+
+
+async def test_a_snapshot_shows_the_hosts_nodes_with_their_counters() -> None:
+    received: list[hp.Datum] = []
+    async with asyncio.timeout(WAIT):
+        async with hp.run(chain(received), engine=RayEngine(placement=SPREAD)) as topo:
+            await topo.inject_many("numbers", range(30))
+            await topo.drain()
+            snapshot = topo.snapshot()
+    nodes = {n.key: n for n in snapshot.nodes}
+    assert list(nodes) == ["numbers", "double", "plus1", "square", "out"]
+    assert nodes["plus1"].counters.received == 30
+    assert nodes["plus1"].readers == ("square",)
+    assert snapshot.edges == (
+        ("numbers", "double"),
+        ("double", "plus1"),
+        ("plus1", "square"),
+        ("square", "out"),
+    )
