@@ -18,7 +18,10 @@ import pytest
 if os.environ.get("HOTPLUMB_REQUIRE_RAY") != "1":
     pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'hotplumb[ray]'")
 
+import ray
+
 import hotplumb as hp
+from hotplumb._rayengine import Distributed
 from hotplumb.ray import DRIVER, HostDiedError, RayEngine
 from hotplumb.testing import wait_until
 
@@ -28,6 +31,13 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("cluster")]
 
 WAIT = 60  # seconds: a bound on every wait (a host actor starts in about a second)
+
+
+def actors(topo: hp.Topology) -> dict[str, Any]:
+    """The host actors of the engine of ``topo``, by name (to kill one)."""
+    engine = topo._core.engine
+    assert isinstance(engine, Distributed)
+    return engine.actors
 
 
 def chain(received: list[hp.Datum]) -> hp.Graph:
@@ -265,7 +275,9 @@ async def test_a_snapshot_shows_the_hosts_nodes_with_their_counters() -> None:
             snapshot = topo.snapshot()
     nodes = {n.key: n for n in snapshot.nodes}
     assert list(nodes) == ["numbers", "double", "plus1", "square", "out"]
-    assert nodes["plus1"].counters.received == 30
+    counters = nodes["plus1"].counters
+    assert counters is not None
+    assert counters.received == 30
     assert nodes["plus1"].readers == ("square",)
     assert snapshot.edges == (
         ("numbers", "double"),
@@ -273,3 +285,66 @@ async def test_a_snapshot_shows_the_hosts_nodes_with_their_counters() -> None:
         ("plus1", "square"),
         ("square", "out"),
     )
+
+
+async def _slowly(x: Any) -> Any:
+    await asyncio.sleep(0.001)
+    return x
+
+
+async def test_a_host_killed_midstream_starts_again_and_says_what_was_lost() -> None:
+    received: list[hp.Datum] = []
+    graph = hp.Graph(
+        {
+            "numbers": hp.Node(),
+            "first": hp.Node(lambda x: x, inputs=["numbers"]),
+            "second": hp.Node(_slowly, inputs=["first"]),
+            "out": hp.sink(received.append, inputs=["second"]),
+        }
+    )
+    engine = RayEngine(placement={"first": "h1", "second": "h2"})
+    async with asyncio.timeout(WAIT):
+        async with hp.run(graph, engine=engine) as topo:
+            await topo.inject_many("numbers", range(2_000))
+            await wait_until(lambda: len(received) >= 100, timeout=WAIT)
+            hosts = actors(topo)
+            killed = hosts["h2"]
+            ray.kill(killed)  # mid-stream: "second" has data in hand and in its channel
+            await wait_until(lambda: topo.generation == 1, timeout=WAIT)  # the restart's change
+            assert hosts["h2"] is not killed
+            await topo.inject_many("numbers", range(2_000, 3_000))
+            await topo.drain()
+            lost = [d for d in topo.errors if isinstance(d.error.exception, HostDiedError)]  # type: ignore[union-attr]
+    values = [d.value for d in received]
+    assert values == sorted(set(values))  # in order, none twice
+    assert set(range(2_000, 3_000)) <= set(values)  # after the restart, nothing lost
+    missing = set(range(2_000)) - set(values)
+    assert missing  # the dead process took some with it
+    assert {d.value for d in lost} <= missing  # what is reported lost was not delivered
+    assert all(d.path[-1] == "second" for d in lost)
+
+
+async def test_a_host_that_dies_past_its_nodes_restart_policy_fails_the_topology() -> None:
+    graph = hp.Graph(
+        {
+            "numbers": hp.Node(),
+            "first": hp.Node(lambda x: x, inputs=["numbers"]),
+            "out": hp.sink(lambda d: None, inputs=["first"]),
+        }
+    )
+    engine = RayEngine(placement={"first": "h1"})
+    policy = hp.RestartPolicy(max_restarts=0)
+
+    async def kill_and_wait() -> None:
+        async with hp.run(graph, engine=engine, restart=policy) as topo:
+            await topo.inject("numbers", 1)
+            await topo.drain()
+            ray.kill(actors(topo)["h1"])
+            await asyncio.Event().wait()  # the topology fails: this is cancelled
+
+    with pytest.raises(ExceptionGroup) as caught:
+        await asyncio.wait_for(kill_and_wait(), WAIT)
+    failure = caught.value.exceptions[0]
+    assert isinstance(failure, HostDiedError)
+    assert failure.host == "h1"
+    assert failure.keys == ("first",)

@@ -21,16 +21,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
+from collections import deque
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import ray
 
 from hotplumb._context import Context
-from hotplumb._datum import Batch
-from hotplumb._errors import HotplumbError, NodeFailedError
+from hotplumb._datum import Batch, Datum, NodeError, Route
+from hotplumb._errors import HotplumbError, NodeFailedError, TopologyClosedError
 from hotplumb._format import format_key
-from hotplumb._rayhost import DRIVER, BarrierToken, EngineHost, Link, NodeSpec, Part, SwitchSpec
+from hotplumb._rayhost import (
+    DRIVER,
+    BarrierToken,
+    EngineHost,
+    GuardedSender,
+    Link,
+    NodeSpec,
+    Part,
+    SwitchSpec,
+)
 from hotplumb._raypull import Inbox
 from hotplumb._raywire import Host, _far_error, start_host
 from hotplumb._runner import Runner
@@ -42,11 +53,12 @@ if TYPE_CHECKING:
     from hotplumb._change import Barrier, Participant, Plan
     from hotplumb._channel import Channel
     from hotplumb._clock import Clock
-    from hotplumb._datum import Datum, NodeError
     from hotplumb._graph import Graph
     from hotplumb._kernel import Kernel
     from hotplumb._node import Node
     from hotplumb._runtime import _Core
+
+_log = logging.getLogger("hotplumb")
 
 __all__ = ["Distributed", "FarChannel", "HostDiedError", "RemoteMember", "as_placement"]
 
@@ -249,6 +261,12 @@ class Distributed:
         self._dead: set[str] = set()
         # The keys the change being made moves, with the host each leaves.
         self._moving: dict[Hashable, str] = {}
+        # A host being restarted: its name, the keys it ran (restarted by the
+        # change being made), and the ids of the channels to and from it.
+        self._restarting: dict[Hashable, str] = {}
+        self._dead_links: set[Hashable] = set()
+        self._recovering: set[str] = set()
+        self._deaths: dict[Hashable, deque[float]] = {}  # per key, its hosts' deaths
 
     @property
     def core(self) -> _Core:
@@ -313,6 +331,10 @@ class Distributed:
         """Before a change: check ``graph``'s placement, start the hosts it needs; what moves."""
         hosts, moves = self.check(graph)
         await self._start_hosts(hosts)
+        restarting = {k: h for k, h in self._restarting.items() if k in graph.nodes}
+        if restarting:
+            self._moving = dict(restarting)
+            return frozenset(moves) | frozenset(restarting)
         # Its channels are made where it goes; if the change does not go
         # ahead, it stays where it is (placing() or abandon puts it back).
         self._moving = {key: self.where[key] for key in moves}
@@ -402,9 +424,10 @@ class Distributed:
             receiver = self.inbox.add_receiver(link.id, source, producer, consumer, capacity)
             channel = receiver.channel
         elif source == DRIVER:
-            channel = self.wire.add_sender(
+            sender = self.wire.add_sender(
                 link.id, producer, _FarReader(consumer.key), capacity, self.actors[target]
             )
+            channel = cast("Channel", GuardedSender(sender))
         else:
             channel = FarChannel(link, consumer)  # type: ignore[assignment]
         self._links[id(channel)] = (link, channel)
@@ -427,6 +450,12 @@ class Distributed:
                 self.wire.remove(link.id)
             elif link.target == DRIVER and link.id in self.inbox.receiving:
                 self.inbox.remove(link.id)
+
+    def _by_id(self, link_id: Hashable) -> Link | None:
+        for link, _ in self._links.values():
+            if link.id == link_id:
+                return link
+        return None
 
     def _link(self, channel: Channel) -> Link:
         return self._links[id(channel)][0]
@@ -477,8 +506,11 @@ class Distributed:
         serial = next(self._serials)
         where = self.where
         moving = self._moving
+        restarting = self._restarting
         local: dict[str, set[Hashable]] = {}
         for key in plan.region:
+            if key in restarting:
+                continue  # its host died: the driver acknowledges it
             host = moving.get(key, where[key])  # a node that moves acts where it was
             if host != DRIVER:
                 local.setdefault(host, set()).add(key)
@@ -488,6 +520,17 @@ class Distributed:
         for key, switch in plan.switches.items():
             host = where[key]
             if host == DRIVER:
+                continue
+            if key in restarting:
+                # Its host died: it starts again, from a fresh state, on the new one.
+                assert switch.node is not None
+                added.setdefault(host, {})[key] = NodeSpec(
+                    switch.node,
+                    switch.version,
+                    switch.readers,
+                    self._links_of(switch.inputs),
+                    self._links_of(switch.outputs),
+                )
                 continue
             if key in moving:
                 # It stops where it was once it acted on the barrier, and sends
@@ -535,7 +578,17 @@ class Distributed:
             link = entry[0]
             for host in {link.source, link.target} - {DRIVER}:
                 capacities.setdefault(host, []).append((link, size))
+        feed: dict[str, list[Link]] = {}
+        dead = next(iter(restarting.values()), None)
+        for link_id in self._dead_links:
+            fed = self._by_id(link_id)
+            if fed is None or fed.source != dead or fed.consumer not in plan.region:
+                continue
+            if fed.consumer not in restarting:
+                feed.setdefault(where[fed.consumer], []).append(fed)
         hosts = (local.keys() | switches.keys() | added.keys() | capacities.keys()) - self._dead
+        if dead is not None:
+            hosts |= self.actors.keys() - {dead} - self._dead  # every live host lets go of it
         parts = {
             host: Part(
                 serial,
@@ -546,6 +599,9 @@ class Distributed:
                 added.get(host, {}),
                 tuple(capacities.get(host, ())),
                 plan.final,
+                dead,
+                frozenset(self._dead_links) if dead is not None else frozenset(),
+                tuple(feed.get(host, ())),
             )
             for host in hosts
         }
@@ -561,6 +617,19 @@ class Distributed:
                 return_exceptions=True,
             )
             raise
+        for link in feed.get(DRIVER, ()):
+            # The far end died: nothing comes behind what was delivered.
+            self.inbox.receiver(link.id).channel.put_control(barrier)
+        running = self.core.running
+        for key in restarting:
+            # Its host died: the driver acts on the barrier for it, and it runs
+            # where the switch says from the cut on.
+            ghost = running.get(key)
+            restart = plan.switches.get(key)
+            if isinstance(ghost, RemoteMember) and restart is not None:
+                ghost.inputs, ghost.outputs = list(restart.inputs), list(restart.outputs)
+                ghost.host, ghost.counters = where[key], None
+            barrier.ack(key)
 
     def abandon(self, barrier: Barrier) -> None:
         """``barrier`` will not start: the hosts undo their parts."""
@@ -599,6 +668,8 @@ class Distributed:
             self._switched(host, serial, errors)
         elif kind == "stats":
             self._update(event[1])
+        elif kind == "lost":
+            self._lost(event[1], event[2])
         elif kind == "errors":
             barrier = self._barriers.get(event[1])
             if barrier is not None:
@@ -665,13 +736,121 @@ class Distributed:
         self.core.spawn(fail(), "hotplumb host failure")
 
     def _host_failed(self, host: str, error: BaseException) -> None:
-        if host in self._dead or self.core.closed:
+        core = self.core
+        if host in self._dead or host in self._recovering or core.closed:
             return
-        self._dead.add(host)
         keys = [m.key for m in self._remote() if m.host == host]
         failure = HostDiedError(host, keys)
         failure.__cause__ = error
-        self._fail(failure)
+        touched = set(keys)
+        if core.closing or any(
+            not b.done.is_set() and touched & b.region for b in self._barriers.values()
+        ):
+            # A barrier in flight through its nodes can no longer pass them
+            # (its frames may have died with them): the topology fails rather
+            # than waits for ever.
+            self._dead.add(host)
+            self._fail(failure)
+            return
+        now = core.clock.now()
+        for key in keys:
+            member = core.running[key]
+            policy = member.node.restart or core.restart
+            deaths = self._deaths.setdefault(key, deque())
+            deaths.append(now)
+            while deaths and deaths[0] < now - policy.window:
+                deaths.popleft()
+            if len(deaths) > policy.max_restarts:
+                self._dead.add(host)
+                core.task_died(key, member.version, failure, True)
+                self._fail(failure)
+                return
+        self._recovering.add(host)
+        core.spawn(self._restart(host, keys, failure), f"hotplumb: restarting host {host!r}")
+
+    async def _restart(self, host: str, keys: list[Hashable], failure: HostDiedError) -> None:
+        """Start host ``host`` again, and its nodes on it, from fresh states, in one change.
+
+        The change is a move of those nodes from the dead host to the new
+        one, whose barrier the driver passes on for the dead nodes: it is put
+        at the end of every channel from the dead host (nothing comes behind
+        what it delivered), the driver acknowledges the dead nodes, and their
+        producers switch away from the channels to the dead host, which keep
+        what is put into them meanwhile. What those channels had not
+        delivered is reported lost (:meth:`_lost`); what the dead process
+        held (in its channels and nodes) is lost with it, and counted from its
+        last counters.
+        """
+        core = self.core
+        held = 0
+        for member in self._remote():
+            if member.host == host:
+                version = member.version
+                core.task_died(member.key, version, failure, False)
+                if member.counters is not None:
+                    held += member.counters.input_depth + member.counters.in_progress
+        _log.warning(
+            "%s; its nodes start again from fresh states on a new %r. Lost with it: what it "
+            "held, about %d items by its last counters; the data sent to it and not known to "
+            "have arrived go to the topology's errors",
+            failure,
+            host,
+            held,
+        )
+        self._dead_links = {
+            link.id for link, _ in self._links.values() if host in (link.source, link.target)
+        }
+        old = self.actors.pop(host)
+        self.inbox.forget_host(host)
+        with contextlib.suppress(Exception):
+            ray.kill(old)
+        self._restarting = dict.fromkeys(keys, host)
+        try:
+            await self._start_hosts([host])
+            await core.changes.update(lambda graph: graph, None)
+        except TopologyClosedError:
+            return
+        finally:
+            self._restarting = {}
+            self._moving = {}
+            self._recovering.discard(host)
+        lost: list[tuple[Hashable, list[Datum]]] = []
+        for link_id in self._dead_links & self.wire.sending:
+            link = self._by_id(link_id)
+            channel = self._links_channel(link_id)
+            batches = [m for m in self.wire.remove(link_id) if type(m) is Batch]
+            if isinstance(channel, GuardedSender):
+                batches.extend(channel.lost)
+            producer = core.running.get(link.producer) if link is not None else None
+            if link is not None and isinstance(producer, Runner):
+                data = [d for b in batches for d in b.data(b.route or producer.route_for(None))]
+                lost.append((link.consumer, data))
+        self._dead_links = set()
+        self._lost(host, lost)
+
+    def _links_channel(self, link_id: Hashable) -> Any:
+        for link, channel in self._links.values():
+            if link.id == link_id:
+                return channel
+        return None
+
+    def _lost(self, host: str, lost: list[tuple[Hashable, list[Datum]]]) -> None:
+        """Data sent to nodes of a dead host, not known to have arrived: failed there."""
+        core = self.core
+        for reader, data in lost:
+            member = core.running.get(reader)
+            version = member.version if member is not None else 0
+            error = NodeError(reader, version, HostDiedError(host, [reader]))
+            for datum in data:
+                failed = Datum(
+                    datum.value,
+                    datum.origin,
+                    Route(reader, datum.route),
+                    error,
+                    datum.parents,
+                    datum.trace,
+                )
+                core.dead_letter(failed)
 
     # -- stopping ----------------------------------------------------------------------
 
@@ -693,6 +872,9 @@ class Distributed:
         by_id: dict[Hashable, Link] = {link.id: link for link, _ in self._links.values()}
         for link_id in self.wire.sending:
             messages = self.wire.remove(link_id, delivered=delivered.get(link_id))
+            guard = self._links_channel(link_id)
+            if isinstance(guard, GuardedSender):
+                messages.extend(guard.lost)
             link = by_id.get(link_id)
             producer = running.get(link.producer) if link is not None else None
             for message in messages:

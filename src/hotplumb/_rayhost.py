@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import ray
 
@@ -43,7 +43,7 @@ from hotplumb._change import (
 from hotplumb._channel import MemoryChannel
 from hotplumb._clock import SystemClock
 from hotplumb._datum import Batch
-from hotplumb._errors import NodeFailedError
+from hotplumb._errors import NodeFailedError, TopologyClosedError
 from hotplumb._kernel import build_kernel
 from hotplumb._raywire import Host, HostActor
 from hotplumb._runner import Runner, make_pool
@@ -58,12 +58,14 @@ if TYPE_CHECKING:
     from hotplumb._node import Node, Pool, RestartPolicy
     from hotplumb._observe import Observer
     from hotplumb._snapshot import NodeStatistics
+    from hotplumb._wire import WireSender
 
 __all__ = [
     "COUNTERS_EVERY",
     "DRIVER",
     "BarrierToken",
     "EngineHost",
+    "GuardedSender",
     "HostCore",
     "Link",
     "NodeSpec",
@@ -155,6 +157,14 @@ class Part:
         added: The host's new nodes.
         capacities: Kept channels into the host's nodes, and their new capacity.
         final: Whether this is the closing drain (nodes flush).
+        dead: A host that died, whose nodes this barrier restarts.
+        gone: The ids of the channels to and from the dead host: once the
+            host's nodes have switched away from them, those that start here
+            are let go of, and what they had not delivered is reported lost
+            (an event, ``lost``).
+        feed: Channels from the dead host into the host's nodes of the
+            region: nothing comes on them any more, so the barrier is put in
+            at their end, behind what they delivered.
     """
 
     serial: int | None
@@ -165,6 +175,116 @@ class Part:
     added: Mapping[Hashable, NodeSpec] = field(default_factory=dict)
     capacities: tuple[tuple[Link, int], ...] = ()
     final: bool = False
+    dead: str | None = None
+    gone: frozenset[Hashable] = frozenset()
+    feed: tuple[Link, ...] = ()
+
+
+def _far_died(sender: WireSender) -> bool:
+    """Whether ``sender`` failed because the process at its far end is gone."""
+    error: BaseException | None = sender.error
+    while error is not None:
+        if isinstance(error, ray.exceptions.RayActorError):
+            return True
+        error = error.__cause__
+    return False
+
+
+class GuardedSender:
+    """A channel to another process that, once that process is dead, keeps what comes as lost.
+
+    A producer whose reader's host died must not die with it: what it sends
+    there from then on (and a barrier) is kept here, not raised, until a
+    change restarts the reader elsewhere and the producer switches away; the
+    engine then reports it lost, with the sender's unconfirmed tail.
+    """
+
+    __slots__ = ("lost", "sender")
+
+    def __init__(self, sender: WireSender) -> None:
+        self.sender = sender
+        self.lost: list[Batch] = []
+
+    @property
+    def producer(self) -> Hashable | None:
+        return self.sender.producer
+
+    @property
+    def consumer(self) -> Any:
+        return self.sender.consumer
+
+    @property
+    def capacity(self) -> int:
+        return self.sender.capacity
+
+    @property
+    def size(self) -> int:
+        return self.sender.size
+
+    @property
+    def closed(self) -> bool:
+        return self.sender.closed
+
+    @property
+    def empty(self) -> bool:
+        return self.sender.empty
+
+    def __bool__(self) -> bool:
+        return bool(self.sender)
+
+    def dead(self) -> bool:
+        """Whether the far end's process is gone."""
+        return _far_died(self.sender)
+
+    async def put(self, batch: Batch) -> None:
+        if self.dead():
+            self.lost.append(batch)
+            return
+        try:
+            await self.sender.put(batch)
+        except TopologyClosedError:
+            if not self.dead():
+                raise
+            self.lost.append(batch)
+
+    def put_control(self, message: object) -> None:
+        if self.dead():
+            return
+        try:
+            self.sender.put_control(message)
+        except TopologyClosedError:
+            if not self.dead():
+                raise
+
+    def force_put(self, batch: Batch) -> None:
+        if self.dead():
+            self.lost.append(batch)
+            return
+        try:
+            self.sender.force_put(batch)
+        except TopologyClosedError:
+            if not self.dead():
+                raise
+            self.lost.append(batch)
+
+    def resize(self, capacity: int) -> None:
+        self.sender.resize(capacity)
+
+    def take(self) -> Any:
+        return self.sender.take()  # raises: the consumer reads the far end
+
+    def push_front(self, message: object) -> None:
+        self.sender.push_front(message)  # raises, as take
+
+    def seal(self) -> None:
+        self.sender.seal()
+
+    def close(self) -> list[Any]:
+        """Close the sender; what it had not delivered, and what was kept as lost."""
+        return [*self.sender.close(), *self.lost]
+
+    def __repr__(self) -> str:
+        return f"GuardedSender({self.sender!r}, {len(self.lost)} lost)"
 
 
 class _FarReader:
@@ -274,9 +394,10 @@ class HostCore:
 
     def channel(self, link: Link) -> Channel:
         """This host's end of ``link``, made on first use."""
-        channel = self.channels.get(link.id)
-        if channel is not None:
-            return channel
+        known = self.channels.get(link.id)
+        if known is not None:
+            return known
+        channel: Channel
         name = self.name
         if link.source == name and link.target == name:
             channel = MemoryChannel(link.producer, self.running[link.consumer], link.capacity)
@@ -290,13 +411,14 @@ class HostCore:
                 link.id, link.producer, _FarReader(link.consumer), link.capacity
             )
         else:
-            channel = self.wire.add_sender(
+            sender = self.wire.add_sender(
                 link.id,
                 link.producer,
                 _FarReader(link.consumer),
                 link.capacity,
                 self.actors[link.target],
             )
+            channel = cast("Channel", GuardedSender(sender))
         self.channels[link.id] = channel
         self.links[link.id] = link
         return channel
@@ -421,6 +543,9 @@ class HostCore:
                 self.send_state(serial, key, to)
 
         barrier = Barrier(plan, lambda b: self._done(part, b), acted if leaving else None)
+        for link in part.feed:
+            # The far end died: nothing comes behind what was delivered.
+            self.channels[link.id].put_control(barrier)
         barrier.pending = set(part.local)
         self.barriers[part.serial] = barrier
         self.parts[part.serial] = part
@@ -437,6 +562,33 @@ class HostCore:
             if self.running.get(arrival[1]) is runner:
                 del self.running[arrival[1]]
             runner.retire()
+
+    def let_go(self, dead: str, gone: frozenset[Hashable]) -> None:
+        """Host ``dead`` died: report what the channels to it (``gone``) had not delivered, as lost.
+
+        They are the channels of the dead host's links that start here (not
+        those to the host that replaced it, which has the same name).
+        """
+        lost: list[tuple[Hashable, list[Datum]]] = []  # per reader that died
+        for link_id in gone:
+            link = self.links.get(link_id)
+            if link is None or link.source != self.name:
+                continue
+            channel: Any = self.channels.pop(link_id)
+            del self.links[link_id]
+            producer = self.running.get(link.producer)
+            batches = [m for m in self.wire.remove(link_id) if type(m) is Batch]
+            if isinstance(channel, GuardedSender):
+                batches.extend(channel.lost)
+            if producer is not None:
+                data: list[Datum] = []
+                for batch in batches:
+                    route = batch.route if batch.route is not None else producer.route_for(None)
+                    data.extend(batch.data(route))
+                if data:
+                    lost.append((link.consumer, data))
+        if lost:
+            self.wire.post(("lost", dead, lost))
 
     def send_state(self, serial: int, key: Hashable, to: str) -> None:
         """Send the state a node that moves leaves to the host it moves to."""
@@ -486,6 +638,8 @@ class HostCore:
         # stay until the next part (see prepare): a frame of them, this
         # barrier's say, may not have left yet. So does the barrier: its token
         # may still be packed into a frame going out.
+        if part.dead is not None:
+            self.let_go(part.dead, part.gone)  # every producer here has switched away
         errors = [(key, portable(error)) for key, error in barrier.errors]
         self.wire.post(("done", part.serial, errors, removed, self.node_statistics()))
 
@@ -560,6 +714,9 @@ class HostCore:
         for link_id in list(self.wire.sending):
             link = self.links.get(link_id)
             messages = self.wire.remove(link_id, delivered=delivered.get(link_id))
+            guard: Any = self.channels.get(link_id)
+            if isinstance(guard, GuardedSender):
+                messages.extend(guard.lost)
             producer = self.running.get(link.producer) if link is not None else None
             for message in messages:
                 if type(message) is Batch and producer is not None:

@@ -254,6 +254,16 @@ class Inbox:
         )
         self._hosts[name] = poll
 
+    def forget_host(self, name: str) -> None:
+        """Stop polling host ``name`` (it died) and forget it; its receivers stay.
+
+        Raises:
+            KeyError: No host of that name was added.
+        """
+        poll = self._hosts.pop(name)
+        if poll.task is not None:
+            poll.task.cancel()
+
     def add_receiver(
         self,
         channel_id: Hashable,
