@@ -348,3 +348,15 @@ async def test_a_host_that_dies_past_its_nodes_restart_policy_fails_the_topology
     assert isinstance(failure, HostDiedError)
     assert failure.host == "h1"
     assert failure.keys == ("first",)
+
+
+async def test_each_hops_times_say_whose_clock_they_are_on() -> None:
+    received: list[hp.Datum] = []
+    async with asyncio.timeout(WAIT):
+        async with hp.run(chain(received), engine=RayEngine(placement=SPREAD), trace=True) as topo:
+            await topo.inject("numbers", 1)
+            await topo.drain()
+    (datum,) = received
+    assert datum.trace is not None
+    hops = {hop.key: hop.clock for hop in datum.trace.hops()}
+    assert hops == {"numbers": None, "double": "h1", "plus1": "h2", "square": "h1"}

@@ -142,6 +142,10 @@ class Trace:
         sampled: Whether the tracer provider's sampler recorded the hop's
             span; the hops after an unrecorded one are not recorded either
             (its trace was dropped, not just this span). True without a span.
+        clock: Whose clock ``start`` and ``end`` are on: ``None`` for the
+            topology's, or the name of the host (a process of the Ray
+            engine) whose clock timed the hop. Clocks of two processes have
+            unrelated origins: subtract only times of one clock.
     """
 
     key: Hashable
@@ -151,6 +155,7 @@ class Trace:
     trace_id: int = 0
     span_id: int = 0
     sampled: bool = True
+    clock: str | None = None
 
     @property
     def traceparent(self) -> str | None:
@@ -172,15 +177,17 @@ class Trace:
     def __reduce__(self) -> tuple[Callable[[tuple[Any, ...]], Trace], tuple[Any, ...]]:
         # The hops as a flat tuple: a chain of ``previous`` would pickle recursively.
         # Every field of every hop: a hop the sampler dropped must stay dropped over there.
-        hops = tuple((t.key, t.start, t.end, t.trace_id, t.span_id, t.sampled) for t in self.hops())
+        hops = tuple(
+            (t.key, t.start, t.end, t.trace_id, t.span_id, t.sampled, t.clock) for t in self.hops()
+        )
         return (_trace_from_hops, (hops,))
 
 
 def _trace_from_hops(hops: tuple[tuple[Any, ...], ...]) -> Trace:
     """Rebuild a trace from its hops, entry point first (how a pickled trace is unpickled)."""
     trace: Trace | None = None
-    for key, start, end, trace_id, span_id, sampled in hops:
-        trace = Trace(key, start, end, trace, trace_id, span_id, sampled)
+    for key, start, end, trace_id, span_id, sampled, clock in hops:
+        trace = Trace(key, start, end, trace, trace_id, span_id, sampled, clock)
     if trace is None:
         raise ValueError("a trace has at least one hop")
     return trace

@@ -451,11 +451,12 @@ class Distributed:
             elif link.target == DRIVER and link.id in self.inbox.receiving:
                 self.inbox.remove(link.id)
 
-    def _by_id(self, link_id: Hashable) -> Link | None:
-        for link, _ in self._links.values():
+    def _by_id(self, link_id: Hashable) -> tuple[Link, Any] | tuple[None, None]:
+        """A link and the driver's object for it, by the link's id."""
+        for link, channel in self._links.values():
             if link.id == link_id:
-                return link
-        return None
+                return link, channel
+        return None, None
 
     def _link(self, channel: Channel) -> Link:
         return self._links[id(channel)][0]
@@ -521,29 +522,20 @@ class Distributed:
             host = where[key]
             if host == DRIVER:
                 continue
-            if key in restarting:
-                # Its host died: it starts again, from a fresh state, on the new one.
-                assert switch.node is not None
-                added.setdefault(host, {})[key] = NodeSpec(
-                    switch.node,
-                    switch.version,
-                    switch.readers,
-                    self._links_of(switch.inputs),
-                    self._links_of(switch.outputs),
-                )
-                continue
             if key in moving:
                 # It stops where it was once it acted on the barrier, and sends
-                # its state on; it starts where it goes from that state.
+                # its state on; it starts where it goes from that state. (If
+                # its host died, it starts again there from a fresh state.)
                 assert switch.node is not None
-                switches.setdefault(moving[key], {})[key] = SwitchSpec(None, moved_to=host)
+                if key not in restarting:
+                    switches.setdefault(moving[key], {})[key] = SwitchSpec(None, moved_to=host)
                 added.setdefault(host, {})[key] = NodeSpec(
                     switch.node,
                     switch.version,
                     switch.readers,
                     self._links_of(switch.inputs),
                     self._links_of(switch.outputs),
-                    moved=True,
+                    moved=key not in restarting,
                 )
                 continue
             if switch.node is None:
@@ -581,7 +573,7 @@ class Distributed:
         feed: dict[str, list[Link]] = {}
         dead = next(iter(restarting.values()), None)
         for link_id in self._dead_links:
-            fed = self._by_id(link_id)
+            fed, _ = self._by_id(link_id)
             if fed is None or fed.source != dead or fed.consumer not in plan.region:
                 continue
             if fed.consumer not in restarting:
@@ -816,8 +808,7 @@ class Distributed:
             self._recovering.discard(host)
         lost: list[tuple[Hashable, list[Datum]]] = []
         for link_id in self._dead_links & self.wire.sending:
-            link = self._by_id(link_id)
-            channel = self._links_channel(link_id)
+            link, channel = self._by_id(link_id)
             batches = [m for m in self.wire.remove(link_id) if type(m) is Batch]
             if isinstance(channel, GuardedSender):
                 batches.extend(channel.lost)
@@ -827,12 +818,6 @@ class Distributed:
                 lost.append((link.consumer, data))
         self._dead_links = set()
         self._lost(host, lost)
-
-    def _links_channel(self, link_id: Hashable) -> Any:
-        for link, channel in self._links.values():
-            if link.id == link_id:
-                return channel
-        return None
 
     def _lost(self, host: str, lost: list[tuple[Hashable, list[Datum]]]) -> None:
         """Data sent to nodes of a dead host, not known to have arrived: failed there."""
@@ -872,7 +857,7 @@ class Distributed:
         by_id: dict[Hashable, Link] = {link.id: link for link, _ in self._links.values()}
         for link_id in self.wire.sending:
             messages = self.wire.remove(link_id, delivered=delivered.get(link_id))
-            guard = self._links_channel(link_id)
+            guard = self._by_id(link_id)[1]
             if isinstance(guard, GuardedSender):
                 messages.extend(guard.lost)
             link = by_id.get(link_id)

@@ -331,7 +331,7 @@ class HostCore:
         trace: bool,
     ) -> None:
         self.wire = wire
-        self.name = wire.name
+        self.name = self.clock_name = wire.name
         self.actors = dict(actors)
         self.clock = SystemClock()
         self.restart = restart

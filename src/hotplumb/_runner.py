@@ -90,6 +90,11 @@ class NodeHost(Protocol):
         ...
 
     @property
+    def clock_name(self) -> str | None:
+        """Whose clock times the hops (:attr:`Trace.clock <hotplumb.Trace.clock>`)."""
+        ...
+
+    @property
     def observer(self) -> Observer | None:
         """Who is told of every batch sent and every failure (``None``: nobody)."""
         ...
@@ -664,7 +669,10 @@ class Runner:
             self.sending = None
             return
         if self._host.trace:
-            out.trace = Trace(self.key, started, self._host.clock.now(), inputs.trace)
+            host = self._host
+            out.trace = Trace(
+                self.key, started, host.clock.now(), inputs.trace, clock=host.clock_name
+            )
         # Not cleared if cancelled here: the shutdown report lists it. (With
         # several readers, some may already have it; the report says where it was.)
         self.sending = out

@@ -270,6 +270,8 @@ class _NoPublicConstructor(type):
 class _Core:
     """The running state of a topology, behind :class:`Topology`."""
 
+    clock_name = None  # the hops of its nodes are timed on the topology's clock
+
     def __init__(
         self,
         graph: Graph,
