@@ -30,7 +30,7 @@ import ray
 
 from hotplumb._context import Context
 from hotplumb._datum import Batch, Datum, NodeError, Route
-from hotplumb._errors import HotplumbError, NodeFailedError, TopologyClosedError
+from hotplumb._errors import ApplyError, HotplumbError, NodeFailedError, TopologyClosedError
 from hotplumb._format import format_key
 from hotplumb._rayhost import (
     DRIVER,
@@ -261,9 +261,10 @@ class Distributed:
         self._dead: set[str] = set()
         # The keys the change being made moves, with the host each leaves.
         self._moving: dict[Hashable, str] = {}
-        # A host being restarted: its name, the keys it ran (restarted by the
-        # change being made), and the ids of the channels to and from it.
+        # A host being restarted: the keys it ran (restarted by the next change,
+        # which admit() marks), and the ids of the channels to and from it.
         self._restarting: dict[Hashable, str] = {}
+        self._restart_admitted = False
         self._dead_links: set[Hashable] = set()
         self._recovering: set[str] = set()
         self._deaths: dict[Hashable, deque[float]] = {}  # per key, its hosts' deaths
@@ -328,18 +329,24 @@ class Distributed:
         return hosts - {DRIVER}, moves
 
     async def admit(self, graph: Graph) -> frozenset[Hashable]:
-        """Before a change: check ``graph``'s placement, start the hosts it needs; what moves."""
+        """Before a change: check ``graph``'s placement, start the hosts it needs; what moves.
+
+        A dead host's nodes waiting to restart move too: this change restarts them.
+        """
+        running = self.core.running
+        # A key runs where it was placed while it runs: one removed (or whose
+        # change failed before it ran) may come back anywhere.
+        self.where = {key: host for key, host in self.where.items() if key in running}
         hosts, moves = self.check(graph)
         await self._start_hosts(hosts)
         restarting = {k: h for k, h in self._restarting.items() if k in graph.nodes}
-        if restarting:
-            self._moving = dict(restarting)
-            return frozenset(moves) | frozenset(restarting)
+        self._restart_admitted = bool(self._restarting)
         # Its channels are made where it goes; if the change does not go
         # ahead, it stays where it is (placing() or abandon puts it back).
         self._moving = {key: self.where[key] for key in moves}
+        self._moving.update(restarting)  # from the dead host to the new one of its name
         self.where.update(moves)
-        return frozenset(moves)
+        return frozenset(self._moving)
 
     def _unmove(self) -> None:
         moving, self._moving = self._moving, {}
@@ -498,6 +505,14 @@ class Distributed:
             Exception: A host could not make its part (a new node's state
                 factory raised there); no host keeps any of it.
         """
+        if self._restarting and not self._restart_admitted:
+            host = next(iter(self._restarting.values()))
+            failure = HostDiedError(host, self._restarting)
+            failure.add_note(
+                "its nodes are being started again on a new host; a drain or a change "
+                "started meanwhile fails with this error (nothing changed): try it again"
+            )
+            raise failure
         for done in [s for s, b in self._barriers.items() if b.done.is_set()]:
             # Every node of its region has acted on it: no token of it is left
             # in any channel (a node forwards it only to nodes of the region).
@@ -520,8 +535,8 @@ class Distributed:
         running = self.core.running
         for key, switch in plan.switches.items():
             host = where[key]
-            if host == DRIVER:
-                continue
+            if host == DRIVER or (key in restarting and key not in moving):
+                continue  # a dead node the change removes: nothing left to do
             if key in moving:
                 # It stops where it was once it acted on the barrier, and sends
                 # its state on; it starts where it goes from that state. (If
@@ -622,6 +637,8 @@ class Distributed:
                 ghost.inputs, ghost.outputs = list(restart.inputs), list(restart.outputs)
                 ghost.host, ghost.counters = where[key], None
             barrier.ack(key)
+        # The change restarts the dead host's nodes: later ones go as usual.
+        self._restarting, self._restart_admitted, self._moving = {}, False, {}
 
     def abandon(self, barrier: Barrier) -> None:
         """``barrier`` will not start: the hosts undo their parts."""
@@ -758,9 +775,19 @@ class Distributed:
                 self._fail(failure)
                 return
         self._recovering.add(host)
-        core.spawn(self._restart(host, keys, failure), f"hotplumb: restarting host {host!r}")
+        # From now on nothing is sent to the dead actor, and the next change
+        # restarts its nodes (admit); a drain that comes first fails (begin).
+        self._dead_links = {
+            link.id for link, _ in self._links.values() if host in (link.source, link.target)
+        }
+        old = self.actors.pop(host)
+        self.inbox.forget_host(host)
+        with contextlib.suppress(Exception):
+            ray.kill(old)
+        self._restarting = dict.fromkeys(keys, host)
+        core.spawn(self._restart(host, failure), f"hotplumb: restarting host {host!r}")
 
-    async def _restart(self, host: str, keys: list[Hashable], failure: HostDiedError) -> None:
+    async def _restart(self, host: str, failure: HostDiedError) -> None:
         """Start host ``host`` again, and its nodes on it, from fresh states, in one change.
 
         The change is a move of those nodes from the dead host to the new
@@ -789,22 +816,18 @@ class Distributed:
             host,
             held,
         )
-        self._dead_links = {
-            link.id for link, _ in self._links.values() if host in (link.source, link.target)
-        }
-        old = self.actors.pop(host)
-        self.inbox.forget_host(host)
-        with contextlib.suppress(Exception):
-            ray.kill(old)
-        self._restarting = dict.fromkeys(keys, host)
         try:
             await self._start_hosts([host])
+            # (A change made meanwhile may have restarted them already: then
+            # this one changes nothing.)
             await core.changes.update(lambda graph: graph, None)
         except TopologyClosedError:
             return
+        except ApplyError as exc:  # its nodes cannot start again (a state factory raised)
+            failure.add_note(f"its nodes could not start again: {exc}")
+            self._fail(failure)
+            return
         finally:
-            self._restarting = {}
-            self._moving = {}
             self._recovering.discard(host)
         lost: list[tuple[Hashable, list[Datum]]] = []
         for link_id in self._dead_links & self.wire.sending:

@@ -540,7 +540,9 @@ class HostCore:
             if to is not None:
                 # Its last before-cut datum is processed: the state it leaves is
                 # the one it starts from on the host it moves to.
-                self.send_state(serial, key, to)
+                error = self.send_state(serial, key, to)
+                if error is not None:
+                    barrier.errors.append((key, error))
 
         barrier = Barrier(plan, lambda b: self._done(part, b), acted if leaving else None)
         for link in part.feed:
@@ -590,17 +592,23 @@ class HostCore:
         if lost:
             self.wire.post(("lost", dead, lost))
 
-    def send_state(self, serial: int, key: Hashable, to: str) -> None:
-        """Send the state a node that moves leaves to the host it moves to."""
+    def send_state(self, serial: int, key: Hashable, to: str) -> Exception | None:
+        """Send the state a node that moves leaves to the host it moves to.
+
+        Returns:
+            Why the state could not be sent (it would not pickle: the node
+            starts from a fresh one there), or ``None``.
+        """
         runner = self.running[key]
         try:
             packed: bytes | None = ray.cloudpickle.dumps(runner.ctx.state)
             error = None
         except Exception as exc:
-            packed, error = None, portable(exc)
-        call = self.actors[to].arrive.remote(serial, key, packed, error)
+            packed, error = None, exc
+        call = self.actors[to].arrive.remote(serial, key, packed, None)
         self._sends.add(call)  # held until it returns, so that it is not forgotten
         asyncio.get_running_loop().create_task(self._sent(call))
+        return error
 
     async def _sent(self, call: Any) -> None:
         try:
