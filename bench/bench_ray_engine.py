@@ -38,9 +38,10 @@ Sections (``--only`` takes their ids):
   change to 950 ms after it (or 500 ms after ``apply`` returned, if later),
   against the largest gap in a window as long with no change, before it;
   and the worst latency of a value (arrival minus the time the feeder's
-  schedule had it due) in each window. After the change the feeder runs on,
-  then stops; the topology drains, and the sink must have seen every value
-  once, in order, with ``s2``'s count carried across the versions.
+  schedule had it due) in each window, and the median one with no change.
+  After the change the feeder runs on, then stops; the topology drains, and
+  the sink must have seen every value once, in order, with ``s2``'s count
+  carried across the versions.
 
 Each timed run also records the driver's CPU time (``time.process_time``);
 the hosts' processes are not in it. The cores this process may use and the
@@ -343,15 +344,11 @@ def worst_gap(arrivals: Sequence[tuple[float, int]], lo: float, hi: float) -> fl
     return gap
 
 
-def worst_latency(
+def latencies(
     arrivals: Sequence[tuple[float, int]], lo: float, hi: float, start: float, rate: float
-) -> float:
-    worst = 0.0
-    for t, x in arrivals:
-        due = start + x / rate
-        if lo <= due <= hi:
-            worst = max(worst, t - due)
-    return worst
+) -> list[float]:
+    """Arrival minus due time of every value the feeder's schedule had due in ``[lo, hi]``."""
+    return [t - (start + x / rate) for t, x in arrivals if lo <= start + x / rate <= hi]
 
 
 async def live_run(placement: Mapping[str, str] | None, rate: float, runs: Runs) -> None:
@@ -407,8 +404,11 @@ async def live_run(placement: Mapping[str, str] | None, rate: float, runs: Runs)
     runs.add("switch", report.seconds)
     runs.add("pause", worst_gap(arrivals, lo, hi))
     runs.add("pause_base", worst_gap(arrivals, base_lo, base_lo + (hi - lo)))
-    runs.add("latency", worst_latency(arrivals, lo, hi, start, rate))
-    runs.add("latency_base", worst_latency(arrivals, base_lo, base_lo + (hi - lo), start, rate))
+    during = latencies(arrivals, lo, hi, start, rate)
+    steady = latencies(arrivals, base_lo, base_lo + (hi - lo), start, rate)
+    runs.add("latency", max(during))
+    runs.add("latency_base", max(steady))
+    runs.add("latency_p50_base", statistics.median(steady))
     runs.add("window", hi - lo)
 
 
@@ -440,7 +440,7 @@ def live_table(results: Mapping[str, Runs]) -> str:
     rows = []
     for name, runs in results.items():
         if not runs.seconds:
-            rows.append([name, *["-"] * 8, f"0 ({len(runs.errors)} failed)"])
+            rows.append([name, *["-"] * 9, f"0 ({len(runs.errors)} failed)"])
             continue
         x = runs.extra
         pause, base = median(x["pause"]), median(x["pause_base"])
@@ -454,6 +454,7 @@ def live_table(results: Mapping[str, Runs]) -> str:
                 f"{pause / base:.2f}x" if base else "-",
                 f"{median(x['latency']) * 1e3:,.1f}",
                 f"{median(x['latency_base']) * 1e3:,.1f}",
+                f"{median(x['latency_p50_base']) * 1e3:,.1f}",
                 span(runs.seconds, 1e3),
                 f"{len(runs.seconds)}" + (f" ({len(runs.errors)} failed)" if runs.errors else ""),
             ]
@@ -467,6 +468,7 @@ def live_table(results: Mapping[str, Runs]) -> str:
         "pause vs no change",
         "worst latency, ms",
         "worst latency, no change, ms",
+        "median latency, no change, ms",
         "apply range, ms",
         "runs",
     ]
