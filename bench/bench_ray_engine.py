@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/bench_ray_engine.py               # about two and a half minutes on 2 cores
+    python bench/bench_ray_engine.py               # about 90-100 s on 2 cores
     python bench/bench_ray_engine.py --quick       # a smoke run
     python bench/bench_ray_engine.py --only W1,CPU --repeat 7 --json results.jsonl
 
