@@ -39,7 +39,7 @@ from hotplumb._snapshot import NodeStatistics
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Iterable, Iterator
 
-    from hotplumb._change import Barrier, Participant
+    from hotplumb._change import Barrier, Participant, Plan
     from hotplumb._channel import Channel
     from hotplumb._clock import Clock
     from hotplumb._datum import Datum, NodeError
@@ -394,13 +394,17 @@ class Distributed:
         self._links[id(channel)] = (link, channel)
         return channel
 
-    def _forget_unused(self) -> None:
-        """Let go of the driver's ends of channels no node uses any more.
+    def _forget_unused(self, plan: Plan) -> None:
+        """Let go of the driver's ends of channels no node uses, nor will after ``plan``.
 
         Called as a barrier begins, when every earlier one has passed every
         node: what a channel no node uses was given has been delivered.
         """
         used = {id(c) for m in self.core.running.values() for c in (*m.inputs, *m.outputs)}
+        for switch in plan.switches.values():
+            used.update(id(c) for c in (*switch.inputs, *switch.outputs))
+        for inputs, outputs in plan.wiring.values():
+            used.update(id(c) for c in (*inputs, *outputs))
         for key in [k for k in self._links if k not in used]:
             link, _ = self._links.pop(key)
             if link.source == DRIVER and link.id in self.wire.sending:
@@ -452,8 +456,8 @@ class Distributed:
             # Every node of its region has acted on it: no token of it is left
             # in any channel (a node forwards it only to nodes of the region).
             self._forget(done)
-        self._forget_unused()
         plan = barrier.plan
+        self._forget_unused(plan)
         serial = next(self._serials)
         where = self.where
         local: dict[str, set[Hashable]] = {}
