@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 
 import pytest
@@ -21,6 +23,9 @@ import hotplumb as hp
 from hotplumb.testing import wait_until
 from tests.reconfig import EXECUTORS, Log, Plan, Spec, apply, build, check, inject
 from tests.reconfig import plans as plan_strategy
+
+Run = Callable[..., AbstractAsyncContextManager[hp.Topology]]
+"""What opens a scenario's topology: ``hp.run``, or it with more options."""
 
 
 def edit(plan: Plan, rng: random.Random, version: int) -> Plan:
@@ -109,16 +114,30 @@ def _ancestors(specs: dict[str, Spec], key: str) -> set[str]:
     return seen
 
 
-async def scenario(plans: list[Plan], items: int, capacity: int, seed: int) -> list[str]:
+async def scenario(
+    plans: list[Plan], items: int, capacity: int, seed: int, *, run: Run = hp.run
+) -> list[str]:
     rng = random.Random(seed)
     with ThreadPoolExecutor(2, thread_name_prefix="reconfig") as executor:
-        return await _scenario(plans, items, capacity, rng, Log(produce=items, executor=executor))
+        log = Log(produce=items, executor=executor)
+        return await _scenario(plans, items, capacity, rng, log, run=run)
 
 
 async def _scenario(
-    plans: list[Plan], items: int, capacity: int, rng: random.Random, log: Log
+    plans: list[Plan],
+    items: int,
+    capacity: int,
+    rng: random.Random,
+    log: Log,
+    *,
+    run: Run = hp.run,
 ) -> list[str]:
-    async with hp.run(build(plans[0], log), capacity=capacity) as topo:
+    """Run ``plans`` in turn with data flowing; what :func:`check` finds.
+
+    ``run`` opens the topology (``hp.run`` by default; the Ray tests pass one
+    with an engine).
+    """
+    async with run(build(plans[0], log), capacity=capacity) as topo:
         # Every source of every version: one not running (yet, or any more) refuses
         # data, which is then not injected and not expected anywhere.
         sources = list(dict.fromkeys(s for plan in plans for s in plan.sources()))

@@ -360,3 +360,29 @@ async def test_each_hops_times_say_whose_clock_they_are_on() -> None:
     assert datum.trace is not None
     hops = {hop.key: hop.clock for hop in datum.trace.hops()}
     assert hops == {"numbers": None, "double": "h1", "plus1": "h2", "square": "h1"}
+
+
+async def test_rewiring_a_hosts_node_to_another_running_producer_across_hosts() -> None:
+    # A new channel between two running nodes (here from one on the driver to one
+    # on h1) is only in the change's switches until the cut; the engine must keep it.
+    received: list[hp.Datum] = []
+    first = hp.Graph(
+        {
+            "numbers": hp.Node(),
+            "negate": hp.Node(lambda x: -x, inputs=["numbers"]),
+            "double": hp.Node(lambda x: 2 * x, inputs=["numbers"]),
+            "out": hp.sink(received.append, inputs=["double"]),
+            "side": hp.sink(lambda d: None, inputs=["negate"]),
+        }
+    )
+    second = first.add_node("double", hp.Node(lambda x: 2 * x, inputs=["negate"]))
+    async with asyncio.timeout(WAIT):
+        async with hp.run(first, engine=RayEngine(placement={"double": "h1"})) as topo:
+            await topo.inject_many("numbers", range(10))
+            await topo.apply(second)
+            await topo.inject_many("numbers", range(10, 20))
+            await topo.drain()
+    assert [d.value for d in received] == [2 * x for x in range(10)] + [
+        -2 * x for x in range(10, 20)
+    ]
+    assert received[-1].path == ("numbers", "negate", "double", "out")
