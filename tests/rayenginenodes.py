@@ -19,7 +19,7 @@ import asyncio
 import random
 from typing import TYPE_CHECKING
 
-from hotplumb._rayhost import EngineHost
+from hotplumb._rayhost import EngineHost, Part
 from hotplumb._wire import Frame
 
 if TYPE_CHECKING:
@@ -70,3 +70,11 @@ class StraightEngineHost(JitteredEngineHost):
         await asyncio.sleep(self._rng.choice(DELAYS))
         due = self._arrived(channel_id, frame)
         return self.host.deliver(channel_id, Frame(due, frame.messages))
+
+
+class SlowToPrepareHost(EngineHost):
+    """A host slow to make its part of each barrier (a busy process, a slow machine)."""
+
+    async def prepare(self, part: Part) -> None:
+        await asyncio.sleep(0.3)
+        await super().prepare(part)

@@ -24,9 +24,10 @@ import hotplumb as hp
 from hotplumb._rayengine import Distributed
 from hotplumb.ray import DRIVER, HostDiedError, RayEngine
 from hotplumb.testing import wait_until
+from tests.rayenginenodes import SlowToPrepareHost
 
 if TYPE_CHECKING:
-    from collections.abc import Hashable
+    from collections.abc import AsyncIterator, Hashable
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("cluster")]
 
@@ -386,3 +387,30 @@ async def test_rewiring_a_hosts_node_to_another_running_producer_across_hosts() 
         -2 * x for x in range(10, 20)
     ]
     assert received[-1].path == ("numbers", "negate", "double", "out")
+
+
+async def _ten(ctx: hp.Context) -> AsyncIterator[int]:
+    for value in range(10):
+        yield value
+
+
+async def test_a_source_a_change_adds_feeds_a_new_node_on_a_host_from_its_first_value() -> None:
+    # The new source starts as the driver installs it, before the cut: the
+    # host must have made its new reader's end of the channel by then.
+    received: list[hp.Datum] = []
+    first = chain([])
+    second = first.add_nodes_from(
+        {
+            "ten": hp.source(_ten),
+            "tripled": hp.Node(lambda x: 3 * x, inputs=["ten"]),
+            "ten_out": hp.sink(received.append, inputs=["tripled"]),
+        }
+    )
+    placement = {**SPREAD, "tripled": "h2"}
+    engine = RayEngine(placement=placement, _actor_class=SlowToPrepareHost)
+    async with asyncio.timeout(WAIT):
+        async with hp.run(first, engine=engine) as topo:
+            await topo.apply(second)
+            await wait_until(lambda: len(received) == 10, timeout=WAIT)
+            await topo.drain()
+    assert [d.value for d in received] == [3 * x for x in range(10)]

@@ -1060,14 +1060,16 @@ class Changes:
 
         barrier = Barrier(plan, done)
         try:
-            await run_steps_yielding(install(plan, host.running))
-            if host.closing:
-                raise TopologyClosedError("the topology closed before the change started")
-            host.settle_memory()
+            # What runs elsewhere gets ready first: a new source installed here
+            # starts at once, and its data must find its readers' ends there.
             try:
                 await host.begin_barrier(barrier)
             except Exception as exc:
                 raise ApplyError(f"the new graph cannot start: {exc}", "old") from exc
+            await run_steps_yielding(install(plan, host.running))
+            if host.closing:
+                raise TopologyClosedError("the topology closed before the change started")
+            host.settle_memory()
         except BaseException:
             # Cancelled (or closed) before the cut: nothing has changed but the
             # new nodes, which go again, so no later barrier waits for them.
