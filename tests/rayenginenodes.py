@@ -19,6 +19,7 @@ import asyncio
 import random
 from typing import TYPE_CHECKING
 
+from hotplumb._errors import TopologyClosedError
 from hotplumb._rayhost import EngineHost, Part
 from hotplumb._wire import Frame
 
@@ -78,3 +79,10 @@ class SlowToPrepareHost(EngineHost):
     async def prepare(self, part: Part) -> None:
         await asyncio.sleep(0.3)
         await super().prepare(part)
+
+
+class RefusingHost(EngineHost):
+    """A host whose every channel in refuses every frame (as one whose end is gone would)."""
+
+    async def deliver_frame(self, channel_id: Hashable, frame: Frame) -> Credit:
+        raise TopologyClosedError(f"no channel {channel_id!r} here")

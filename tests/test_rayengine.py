@@ -24,7 +24,7 @@ import hotplumb as hp
 from hotplumb._rayengine import Distributed
 from hotplumb.ray import DRIVER, HostDiedError, RayEngine
 from hotplumb.testing import wait_until
-from tests.rayenginenodes import SlowToPrepareHost
+from tests.rayenginenodes import RefusingHost, SlowToPrepareHost
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Hashable
@@ -414,3 +414,19 @@ async def test_a_source_a_change_adds_feeds_a_new_node_on_a_host_from_its_first_
             await wait_until(lambda: len(received) == 10, timeout=WAIT)
             await topo.drain()
     assert [d.value for d in received] == [3 * x for x in range(10)]
+
+
+async def test_a_channel_that_fails_fails_the_topology_rather_than_lose_data_silently() -> None:
+    graph = chain([])
+    engine = RayEngine(placement=SPREAD, _actor_class=RefusingHost)
+
+    async def feed_one() -> None:
+        async with hp.run(graph, engine=engine) as topo:
+            await topo.inject("numbers", 1)
+            await asyncio.Event().wait()  # the failure cancels the block
+
+    with pytest.raises(ExceptionGroup) as caught:
+        await asyncio.wait_for(feed_one(), WAIT)
+    (failure,) = caught.value.exceptions
+    assert isinstance(failure, hp.TopologyClosedError)
+    assert "the channel from 'numbers' to 'double' on 'h1' failed" in str(failure)

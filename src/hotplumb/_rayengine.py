@@ -41,6 +41,7 @@ from hotplumb._rayhost import (
     NodeSpec,
     Part,
     SwitchSpec,
+    actor_died,
 )
 from hotplumb._raypull import Inbox
 from hotplumb._raywire import Host, _far_error, start_host
@@ -432,7 +433,12 @@ class Distributed:
             channel = receiver.channel
         elif source == DRIVER:
             sender = self.wire.add_sender(
-                link.id, producer, _FarReader(consumer.key), capacity, self.actors[target]
+                link.id,
+                producer,
+                _FarReader(consumer.key),
+                capacity,
+                self.actors[target],
+                on_fail=lambda error: self._sender_failed(link, error),
             )
             channel = cast("Channel", GuardedSender(sender))
         else:
@@ -735,6 +741,17 @@ class Distributed:
         barrier.errors.extend(errors)
         for key in keys:
             barrier.ack(key)
+
+    def _sender_failed(self, link: Link, error: Exception) -> None:
+        """A channel from the driver failed: unless its host died (a restart's business), fail."""
+        if self.core.closing or actor_died(error):
+            return
+        failure = TopologyClosedError(
+            f"the channel from {link.producer!r} to {link.consumer!r} on {link.target!r} "
+            f"failed: {type(error).__name__}: {error}"
+        )
+        failure.__cause__ = error
+        self._fail(failure)
 
     def _fail(self, error: BaseException) -> None:
         """Fail the topology with ``error``, as a node past its restart policy does."""

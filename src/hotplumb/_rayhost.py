@@ -71,6 +71,7 @@ __all__ = [
     "NodeSpec",
     "Part",
     "SwitchSpec",
+    "actor_died",
 ]
 
 DRIVER = "driver"
@@ -182,7 +183,11 @@ class Part:
 
 def _far_died(sender: WireSender) -> bool:
     """Whether ``sender`` failed because the process at its far end is gone."""
-    error: BaseException | None = sender.error
+    return sender.error is not None and actor_died(sender.error)
+
+
+def actor_died(error: BaseException | None) -> bool:
+    """Whether ``error``, or what caused it, says a Ray actor died."""
     while error is not None:
         if isinstance(error, ray.exceptions.RayActorError):
             return True
@@ -408,7 +413,11 @@ class HostCore:
             channel = receiver.channel
         elif link.target == DRIVER:
             channel = self.wire.add_driver_sender(
-                link.id, link.producer, _FarReader(link.consumer), link.capacity
+                link.id,
+                link.producer,
+                _FarReader(link.consumer),
+                link.capacity,
+                on_fail=lambda error: self._sender_failed(link, error),
             )
         else:
             sender = self.wire.add_sender(
@@ -417,11 +426,25 @@ class HostCore:
                 _FarReader(link.consumer),
                 link.capacity,
                 self.actors[link.target],
+                on_fail=lambda error: self._sender_failed(link, error),
             )
             channel = cast("Channel", GuardedSender(sender))
         self.channels[link.id] = channel
         self.links[link.id] = link
         return channel
+
+    def _sender_failed(self, link: Link, error: Exception) -> None:
+        """A channel from here failed: unless its far process died (a restart's business), say so.
+
+        What was put may be lost: the topology fails rather than go on without it.
+        """
+        if self.closing or actor_died(error):
+            return
+        failure = TopologyClosedError(
+            f"the channel from {link.producer!r} on {self.name!r} to {link.consumer!r} on "
+            f"{link.target!r} failed: {type(error).__name__}: {error}"
+        )
+        self.wire.post(("crashed", "a channel", portable(failure)))
 
     def _channels(self, links: tuple[Link, ...]) -> tuple[Channel, ...]:
         return tuple(self.channel(link) for link in links)

@@ -406,6 +406,7 @@ class Host:
         frame_items: int = FRAME_ITEMS,
         linger: float = LINGER,
         in_flight: int = IN_FLIGHT,
+        on_fail: Callable[[Exception], None] | None = None,
     ) -> WireSender:
         """Hold the sending end of channel ``channel_id``, whose receiver is on actor ``to``.
 
@@ -421,6 +422,7 @@ class Host:
             frame_items: Items in a frame before it is cut.
             linger: Seconds the open frame waits for more.
             in_flight: Frame calls at once.
+            on_fail: Told once if the sender fails (see ``WireSender``).
 
         Raises:
             ValueError: The host has a channel of that id already, or a size
@@ -437,6 +439,7 @@ class Host:
             linger=linger,
             in_flight=in_flight,
             wants_credit=lambda known: self._wants_credit(channel_id, known),
+            on_fail=on_fail,
         )
         self._senders[channel_id] = sender
         self._actors[channel_id] = to
@@ -452,6 +455,7 @@ class Host:
         frame_items: int = FRAME_ITEMS,
         linger: float = LINGER,
         in_flight: int = IN_FLIGHT,
+        on_fail: Callable[[Exception], None] | None = None,
     ) -> WireSender:
         """Hold the sending end of channel ``channel_id``, whose receiver is on the driver.
 
@@ -473,6 +477,7 @@ class Host:
             frame_items: Items in a frame before it is cut.
             linger: Seconds the open frame waits for more.
             in_flight: Frames sent and not yet confirmed, at once.
+            on_fail: Told once if the sender fails (see ``WireSender``).
 
         Raises:
             ValueError: The host has a channel of that id already, or a size
@@ -489,6 +494,7 @@ class Host:
             linger=linger,
             in_flight=in_flight,
             wants_credit=lambda known: self._want(channel_id, known),
+            on_fail=on_fail,
         )
         self._senders[channel_id] = sender
         self._to_driver.add(channel_id)

@@ -282,6 +282,10 @@ class WireSender:
             whenever it becomes :attr:`starved`; for a credit line that brings
             credit only when asked (a poll), which asks now. It must not
             block or raise.
+        on_fail: Called, never awaited, with the error when the sender
+            fails (a call failed, or :meth:`fail`), once: what was put may
+            be lost, and whoever owns the sender should hear of it even if
+            nothing is put after. It must not block or raise.
 
     Raises:
         ValueError: ``capacity``, ``frame_items`` or ``in_flight`` is not a
@@ -310,6 +314,7 @@ class WireSender:
         "_in_flight",
         "_linger",
         "_linger_time",
+        "_on_fail",
         "_open",
         "_open_items",
         "_own",
@@ -341,6 +346,7 @@ class WireSender:
         linger: float = LINGER,
         in_flight: int = IN_FLIGHT,
         wants_credit: Callable[[Credit], None] | None = None,
+        on_fail: Callable[[Exception], None] | None = None,
     ) -> None:
         for name, value in (
             ("capacity", capacity),
@@ -363,6 +369,7 @@ class WireSender:
         self._linger_time = float(linger)
         self._in_flight = in_flight
         self._wants_credit = wants_credit
+        self._on_fail = on_fail
         # The open frame: messages put since the last cut, in order;
         # `_open_items` counts their items. `_own` is the batch at its tail
         # that this sender made by merging, and so may extend.
@@ -673,11 +680,14 @@ class WireSender:
 
     def _fail(self, exc: Exception) -> None:
         """A call failed: the frame may be lost, so nothing after it can be delivered in order."""
-        if self.error is None:
+        first = self.error is None
+        if first:
             self.error = exc
         self.closed = self._stopped = True
         self._cancel_linger()
         self._wake_all()
+        if first and self._on_fail is not None:
+            self._on_fail(exc)
 
     # -- waiting for credit -------------------------------------------------------------
 
