@@ -102,6 +102,15 @@ def edit(plan: Plan, rng: random.Random, version: int) -> Plan:
     return Plan(specs)
 
 
+def edited(start: Plan, seed: int, changes: int) -> list[Plan]:
+    """``start`` and ``changes`` random edits of it, one after the other, from ``seed``."""
+    rng = random.Random(seed)
+    plans = [start]
+    for n in range(changes):
+        plans.append(edit(plans[-1], rng, 1000 + n))
+    return plans
+
+
 def _ancestors(specs: dict[str, Spec], key: str) -> set[str]:
     seen: set[str] = set()
     stack = [key]
@@ -176,10 +185,7 @@ async def _scenario(
 def test_live_changes_keep_every_guarantee(
     start: Plan, seed: int, changes: int, items: int, capacity: int
 ) -> None:
-    rng = random.Random(seed)
-    plans = [start]
-    for n in range(changes):
-        plans.append(edit(plans[-1], rng, 1000 + n))
+    plans = edited(start, seed, changes)
     specs = [s for plan in plans for s in plan.specs.values()]
     event(f"concurrent nodes: {any(s.concurrency > 1 for s in specs)}")
     event(f"executor nodes: {any(s.executor is not None for s in specs)}")

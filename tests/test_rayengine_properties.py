@@ -53,7 +53,7 @@ from hotplumb.testing import wait_until
 from tests.rayenginenodes import JitteredEngineHost, StraightEngineHost
 from tests.reconfig import Plan, Spec, bump
 from tests.reconfig import plans as plan_strategy
-from tests.test_apply_properties import edit, scenario
+from tests.test_apply_properties import edited, scenario
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -112,10 +112,7 @@ def _processors(plan: Plan) -> list[str]:
 def test_live_changes_over_hosts_keep_every_guarantee(
     start: Plan, seed: int, changes: int, items: int, capacity: int
 ) -> None:
-    rng = random.Random(seed)
-    plans = [start]
-    for n in range(changes):
-        plans.append(edit(plans[-1], rng, 1000 + n))
+    plans = edited(start, seed, changes)
     table = placement(plans, seed)
     hosts = {table.get(k, DRIVER) for k in _processors(start)}
     event(f"hosts of the first version's processors: {sorted(hosts)}")
