@@ -236,13 +236,49 @@ async def test_a_node_moves_between_hosts_live_with_its_state() -> None:
     assert pids[:1_000] == [pids[0]] * 1_000
 
 
-async def test_moving_a_node_to_the_driver_is_refused_before_anything_changes() -> None:
+async def test_a_node_moves_from_the_driver_to_a_host_and_back_live_with_its_state() -> None:
+    received: list[hp.Datum] = []
+    graph = hp.Graph(
+        {
+            "numbers": hp.Node(),
+            "double": hp.Node(lambda x: 2 * x, inputs=["numbers"]),
+            "count": hp.Node(_count_where, inputs=["double"], state=lambda: 0, flush=_last),
+            "out": hp.sink(received.append, inputs=["count"]),
+        }
+    )
+    here = {"double": "h1"}
+    async with asyncio.timeout(WAIT):
+        async with hp.run(graph, engine=RayEngine(placement=here)) as topo:
+            await topo.inject_many("numbers", range(500))
+            away = await topo.apply(graph, placement={"double": "h1", "count": "h2"})
+            await topo.inject_many("numbers", range(500, 1_000))
+            back = await topo.apply(graph, placement=here)
+            await topo.inject_many("numbers", range(1_000, 1_500))
+            await topo.drain()
+    assert away.errors == back.errors == ()
+    *values, last = [d.value for d in received]
+    assert last == ("flushed", 1_500)  # once, as the topology closed: not as it moved
+    assert [v[0] for v in values] == [2 * x for x in range(1_500)]  # none lost or twice, in order
+    assert [v[1] for v in values] == list(range(1, 1_501))  # the state went there and back
+    pids = [v[2] for v in values]
+    assert pids[:500] == [os.getpid()] * 500 == pids[1_000:]  # on the driver, then again
+    assert os.getpid() not in pids[500:1_000]
+
+
+def _last(ctx: hp.Context) -> Any:
+    return ("flushed", ctx.state)
+
+
+async def test_moving_and_redefining_a_node_in_one_change_is_refused_before_anything_changes() -> (
+    None
+):
     received: list[hp.Datum] = []
     graph = chain(received)
+    redefined = graph.add_node("plus1", hp.Node(lambda x: x + 2, inputs=["double"]))
     async with asyncio.timeout(WAIT):
         async with hp.run(graph, engine=RayEngine(placement=SPREAD)) as topo:
-            with pytest.raises(ValueError, match="node plus1 runs on 'h2'; a node moves between"):
-                await topo.apply(graph, placement={**SPREAD, "plus1": DRIVER})
+            with pytest.raises(ValueError, match="node plus1 would move from 'h2' to 'driver'"):
+                await topo.apply(redefined, placement={**SPREAD, "plus1": DRIVER})
             assert topo.generation == 0
             await topo.inject("numbers", 1)
             await topo.drain()

@@ -22,12 +22,17 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import pickle
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import replace
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, cast
 
 import ray
 
+from hotplumb._change import Switch
+from hotplumb._channel import MemoryChannel
 from hotplumb._context import Context
 from hotplumb._datum import Batch, Datum, NodeError, Route
 from hotplumb._errors import ApplyError, HotplumbError, NodeFailedError, TopologyClosedError
@@ -266,6 +271,10 @@ class Distributed:
         # which admit() marks), and the ids of the channels to and from it.
         self._restarting: dict[Hashable, str] = {}
         self._restart_admitted = False
+        # Nodes moving here from a host: made and wired, waiting for their state.
+        self._arriving: dict[Hashable, Runner] = {}
+        # Nodes moving from here to a host, per barrier serial: where each goes.
+        self._leaving: dict[int, dict[Hashable, str]] = {}
         self._dead_links: set[Hashable] = set()
         self._recovering: set[str] = set()
         self._deaths: dict[Hashable, deque[float]] = {}  # per key, its hosts' deaths
@@ -312,18 +321,19 @@ class Distributed:
 
         Raises:
             ValueError: A node is misplaced (see :meth:`host_for`), or would
-                move to or from the driver.
+                move and be redefined in one change.
         """
         hosts: set[str] = set()
         moves: dict[Hashable, str] = {}
+        running = self.core.running
         for key, node in graph.nodes.items():
             host = self.host_for(key, node)
-            running = self.where.get(key)
-            if running is not None and running != host:
-                if DRIVER in (running, host):
+            now = self.where.get(key)
+            if now is not None and now != host:
+                if node != running[key].node:
                     raise ValueError(
-                        f"node {format_key(key)} runs on {running!r}; a node moves between "
-                        f"hosts, not to or from the driver ({host!r}): remove it, then add it"
+                        f"node {format_key(key)} would move from {now!r} to {host!r} and be "
+                        "redefined in one change: move it in one change, redefine it in another"
                     )
                 moves[key] = host
             hosts.add(host)
@@ -347,11 +357,29 @@ class Distributed:
         self._moving = {key: self.where[key] for key in moves}
         self._moving.update(restarting)  # from the dead host to the new one of its name
         self.where.update(moves)
+        core = self.core
+        for key, host in moves.items():
+            if host == DRIVER:
+                # Made now, so that the channels into it are made for it; it
+                # starts when its state comes (the event "state").
+                member = running[key]
+                self._arriving[key] = Runner(
+                    core,
+                    key,
+                    member.node,
+                    member.kernel,
+                    member.version,
+                    member.ctx.readers,
+                    core.aligner(),
+                )
         return frozenset(self._moving)
 
     def _unmove(self) -> None:
         moving, self._moving = self._moving, {}
         self.where.update(moving)
+        arriving, self._arriving = self._arriving, {}
+        for runner in arriving.values():
+            runner.retire()
 
     @contextlib.contextmanager
     def placing(self, placement: Any) -> Iterator[None]:
@@ -423,7 +451,12 @@ class Distributed:
         """The driver's object for a channel with an end on a host (``None``: both ends here)."""
         source = DRIVER if producer is None else self.where[producer]
         target = self.where[consumer.key]
+        arriving = self._arriving.get(consumer.key)
+        if arriving is not None:
+            consumer = arriving  # its channels are the new node's, here
         if source == DRIVER and target == DRIVER:
+            if arriving is not None:
+                return MemoryChannel(producer, arriving, capacity)
             return None
         link = Link(next(self._link_ids), producer, consumer.key, source, target, capacity)
         channel: Channel
@@ -539,17 +572,22 @@ class Distributed:
         switches: dict[str, dict[Hashable, SwitchSpec]] = {}
         added: dict[str, dict[Hashable, NodeSpec]] = {}
         running = self.core.running
+        leaving: dict[Hashable, str] = {}
         for key, switch in plan.switches.items():
             host = where[key]
-            if host == DRIVER or (key in restarting and key not in moving):
+            if key in restarting and key not in moving:
                 continue  # a dead node the change removes: nothing left to do
             if key in moving:
                 # It stops where it was once it acted on the barrier, and sends
                 # its state on; it starts where it goes from that state. (If
                 # its host died, it starts again there from a fresh state.)
                 assert switch.node is not None
-                if key not in restarting:
+                if moving[key] == DRIVER:
+                    leaving[key] = host  # the driver's runner acts (see _left)
+                elif key not in restarting:
                     switches.setdefault(moving[key], {})[key] = SwitchSpec(None, moved_to=host)
+                if host == DRIVER:
+                    continue  # made already (admit); it starts when its state comes
                 added.setdefault(host, {})[key] = NodeSpec(
                     switch.node,
                     switch.version,
@@ -558,6 +596,8 @@ class Distributed:
                     self._links_of(switch.outputs),
                     moved=key not in restarting,
                 )
+                continue
+            if host == DRIVER:
                 continue
             if switch.node is None:
                 spec = SwitchSpec(None)
@@ -599,7 +639,8 @@ class Distributed:
                 continue
             if fed.consumer not in restarting:
                 feed.setdefault(where[fed.consumer], []).append(fed)
-        hosts = (local.keys() | switches.keys() | added.keys() | capacities.keys()) - self._dead
+        hosts = local.keys() | switches.keys() | added.keys() | capacities.keys()
+        hosts = hosts - self._dead - {DRIVER}
         if dead is not None:
             hosts |= self.actors.keys() - {dead} - self._dead  # every live host lets go of it
         parts = {
@@ -633,6 +674,23 @@ class Distributed:
         for link in feed.get(DRIVER, ()):
             # The far end died: nothing comes behind what was delivered.
             self.inbox.receiver(link.id).channel.put_control(barrier)
+        if leaving:
+            # The driver's runner of a node that moves away stops at the
+            # barrier, as a removed node does; as it acknowledges, its state
+            # goes to its host, where the node starts from it (_left).
+            self._leaving[serial] = leaving
+            new = {key: plan.switches[key] for key in leaving}
+            for key in leaving:
+                member = running[key]
+                assert isinstance(member, Runner)
+                member.flushed = True  # its state goes on elsewhere: no last word here
+            barrier.plan = replace(
+                plan,
+                switches=MappingProxyType(
+                    {**plan.switches, **{k: Switch(None, s.version) for k, s in new.items()}}
+                ),
+            )
+            barrier.on_ack = lambda key: self._left(serial, barrier, key, new)
         running = self.core.running
         for key in restarting:
             # Its host died: the driver acts on the barrier for it, and it runs
@@ -645,6 +703,46 @@ class Distributed:
             barrier.ack(key)
         # The change restarts the dead host's nodes: later ones go as usual.
         self._restarting, self._restart_admitted, self._moving = {}, False, {}
+
+    def _left(
+        self, serial: int, barrier: Barrier, key: Hashable, switches: Mapping[Hashable, Switch]
+    ) -> None:
+        """A node moving from the driver acted on the barrier: its state goes to its host."""
+        to = self._leaving.get(serial, {}).pop(key, None)
+        if to is None:
+            return
+        core = self.core
+        runner = core.running[key]
+        assert isinstance(runner, Runner)
+        try:
+            packed: bytes | None = ray.cloudpickle.dumps(runner.ctx.state)
+        except Exception as exc:
+            packed = None
+            barrier.errors.append((key, exc))
+        self.actors[to].arrive.remote(serial, key, packed, None)
+        switch = switches[key]
+        ghost = RemoteMember(
+            to, key, runner.node, runner.kernel, runner.version, runner.ctx.readers, core.clock
+        )
+        ghost.inputs, ghost.outputs = list(switch.inputs), list(switch.outputs)
+        core.running[key] = ghost
+        runner.release()
+
+    def _arrived(self, serial: int, key: Hashable, packed: bytes | None) -> None:
+        """The state of a node moving here came from its old host: it starts from it."""
+        runner = self._arriving.pop(key, None)
+        barrier = self._barriers.get(serial)
+        if runner is None or barrier is None:
+            return
+        switch = barrier.plan.switches[key]
+        runner.inputs, runner.outputs = list(switch.inputs), list(switch.outputs)
+        if packed is not None:
+            try:
+                runner.ctx.state = pickle.loads(packed)
+            except Exception as exc:
+                barrier.errors.append((key, exc))
+        self.core.running[key] = runner
+        runner.start()
 
     def abandon(self, barrier: Barrier) -> None:
         """``barrier`` will not start: the hosts undo their parts."""
@@ -683,6 +781,8 @@ class Distributed:
             self._switched(host, serial, errors)
         elif kind == "stats":
             self._update(event[1])
+        elif kind == "state":
+            self._arrived(event[1], event[2], event[3])
         elif kind == "lost":
             self._lost(event[1], event[2])
         elif kind == "errors":

@@ -557,6 +557,8 @@ class HostCore:
             self.arriving[part.serial, key] = runner
         serial = part.serial
         leaving = {k: s.moved_to for k, s in part.switches.items() if s.moved_to is not None}
+        for key in leaving:
+            self.running[key].flushed = True  # its state goes on elsewhere: no last word here
 
         def acted(key: Hashable) -> None:
             to = leaving.get(key)
@@ -628,6 +630,9 @@ class HostCore:
             error = None
         except Exception as exc:
             packed, error = None, exc
+        if to == DRIVER:
+            self.wire.post(("state", serial, key, packed))  # ahead of this barrier's "done"
+            return error
         call = self.actors[to].arrive.remote(serial, key, packed, None)
         self._sends.add(call)  # held until it returns, so that it is not forgotten
         asyncio.get_running_loop().create_task(self._sent(call))
