@@ -186,10 +186,13 @@ async def inject(topo: hp.Topology, log: Log, source: str, seq: int) -> None:
     log.injected[(source, seq)] = (low, log.started)
 
 
-async def apply(topo: hp.Topology, log: Log, plan: Plan) -> hp.ApplyReport:
-    """Apply ``plan``'s graph and count the change for epoch bookkeeping."""
+async def apply(topo: hp.Topology, log: Log, plan: Plan, **options: Any) -> hp.ApplyReport:
+    """Apply ``plan``'s graph and count the change for epoch bookkeeping.
+
+    ``options`` go to :meth:`hotplumb.Topology.apply` (an engine's ``placement``).
+    """
     log.started += 1
-    report = await topo.apply(build(plan, log))
+    report = await topo.apply(build(plan, log), **options)
     log.completed += 1
     return report
 

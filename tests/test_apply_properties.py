@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from hypothesis import event, given
@@ -123,13 +124,23 @@ def _ancestors(specs: dict[str, Spec], key: str) -> set[str]:
     return seen
 
 
+Change = Callable[[hp.Topology, Log, Plan], Awaitable[Any]]
+"""What makes each live change of a scenario (``reconfig.apply`` by default)."""
+
+
 async def scenario(
-    plans: list[Plan], items: int, capacity: int, seed: int, *, run: Run = hp.run
+    plans: list[Plan],
+    items: int,
+    capacity: int,
+    seed: int,
+    *,
+    run: Run = hp.run,
+    change: Change = apply,
 ) -> list[str]:
     rng = random.Random(seed)
     with ThreadPoolExecutor(2, thread_name_prefix="reconfig") as executor:
         log = Log(produce=items, executor=executor)
-        return await _scenario(plans, items, capacity, rng, log, run=run)
+        return await _scenario(plans, items, capacity, rng, log, run=run, change=change)
 
 
 async def _scenario(
@@ -140,11 +151,13 @@ async def _scenario(
     log: Log,
     *,
     run: Run = hp.run,
+    change: Change = apply,
 ) -> list[str]:
     """Run ``plans`` in turn with data flowing; what :func:`check` finds.
 
     ``run`` opens the topology (``hp.run`` by default; the Ray tests pass one
-    with an engine).
+    with an engine), and ``change`` makes each change (the Ray tests move
+    nodes as they do).
     """
     async with run(build(plans[0], log), capacity=capacity) as topo:
         # Every source of every version: one not running (yet, or any more) refuses
@@ -168,7 +181,7 @@ async def _scenario(
         for plan in plans[1:]:
             for _ in range(rng.randint(0, 6)):
                 await asyncio.sleep(0)
-            await asyncio.wait_for(apply(topo, log, plan), 10)
+            await asyncio.wait_for(change(topo, log, plan), 10)
         await asyncio.wait_for(asyncio.gather(*feeders), 10)
         await asyncio.wait_for(topo.drain(), 10)
     return check(plans, log)

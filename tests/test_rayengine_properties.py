@@ -51,7 +51,7 @@ from hotplumb._rayengine import Distributed
 from hotplumb.ray import DRIVER, HostDiedError, RayEngine
 from hotplumb.testing import wait_until
 from tests.rayenginenodes import JitteredEngineHost, StraightEngineHost
-from tests.reconfig import Plan, Spec, bump
+from tests.reconfig import Log, Plan, Spec, apply, bump
 from tests.reconfig import plans as plan_strategy
 from tests.test_apply_properties import edited, scenario
 
@@ -118,8 +118,40 @@ def test_live_changes_over_hosts_keep_every_guarantee(
     event(f"hosts of the first version's processors: {sorted(hosts)}")
     event(f"executor nodes: {any(s.executor for p in plans for s in p.specs.values())}")
     run = functools.partial(hp.run, engine=RayEngine(placement=table))
-    problems = asyncio.run(scenario(plans, items, capacity, seed, run=run))
+    change = Mover(plans[0], table, seed)
+    problems = asyncio.run(scenario(plans, items, capacity, seed, run=run, change=change))
+    event(f"nodes moved: {change.moves > 0}")
     assert problems == []
+
+
+class Mover:
+    """Each live change of a scenario, which also moves a processor it leaves unchanged.
+
+    The processor moves to another of ``h1``, ``h2`` and the driver (its state
+    with it); one that tags in the test's own executor stays on the driver.
+    """
+
+    def __init__(self, start: Plan, table: dict[str, str], seed: int) -> None:
+        self.table = table
+        self.rng = random.Random(seed)
+        self.running = start
+        self.moves = 0
+
+    async def __call__(self, topo: hp.Topology, log: Log, plan: Plan) -> hp.ApplyReport:
+        before, after = self.running.active(), plan.active()
+        still = sorted(
+            k
+            for k in _processors(plan)
+            if k in before and before[k] == after.get(k) and k in self.table
+        )
+        if still and self.rng.random() < 0.7:
+            key = self.rng.choice(still)
+            here = self.table[key]
+            self.table[key] = self.rng.choice([h for h in HOSTS if h != here])
+            self.moves += 1
+        report = await apply(topo, log, plan, placement=dict(self.table))
+        self.running = plan
+        return report
 
 
 # -- the negative control ----------------------------------------------------------------
