@@ -735,6 +735,9 @@ class Host:
     def abandon_barrier(self, barrier: Barrier) -> None:
         pass
 
+    def cut_barrier(self, barrier: Barrier) -> None:
+        pass
+
     def completed(self, graph: hp.Graph, changes: Changelist) -> dict[Hashable, NodeStatistics]:
         self.completions.append((graph, changes))
         self.graph = graph

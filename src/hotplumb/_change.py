@@ -338,6 +338,9 @@ class ChangeHost(Protocol):
     def abandon_barrier(self, barrier: Barrier) -> None:
         """``barrier``, announced by :meth:`begin_barrier`, will not enter the topology."""
 
+    def cut_barrier(self, barrier: Barrier) -> None:
+        """``barrier`` has entered the topology (the change's cut is made)."""
+
     def completed(self, graph: Graph, changes: Changelist) -> dict[Hashable, NodeStatistics]:
         """A change has passed every node: drop the removed nodes, run ``graph``.
 
@@ -1080,6 +1083,7 @@ class Changes:
         self.pending = barrier
         self._in_flight.add(barrier)
         cut(plan, barrier, host.running, host.entries, installed=True)
+        host.cut_barrier(barrier)
         began = time.perf_counter()
         try:
             async with Deadline(host.clock, when):

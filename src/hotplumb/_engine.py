@@ -63,6 +63,9 @@ class Engine(Protocol):
     def abandon(self, barrier: Barrier) -> None:
         """``barrier``, announced by :meth:`begin`, will not enter the topology."""
 
+    def cut(self, barrier: Barrier) -> None:
+        """``barrier`` has entered the topology."""
+
     async def close(self) -> list[Datum]:
         """After every node here stopped: stop the rest; return what was not delivered."""
         ...

@@ -271,11 +271,15 @@ class Distributed:
         # which admit() marks), and the ids of the channels to and from it.
         self._restarting: dict[Hashable, str] = {}
         self._restart_admitted = False
+        # Per barrier serial, what its change does once it is cut (a restart's acts).
+        self._commits: dict[int, Callable[[], None]] = {}
         # Nodes moving here from a host: made and wired, waiting for their state.
         self._arriving: dict[Hashable, Runner] = {}
         # Nodes moving from here to a host, per barrier serial: where each goes.
         self._leaving: dict[int, dict[Hashable, str]] = {}
-        self._dead_links: set[Hashable] = set()
+        self._dead_links: dict[str, set[Hashable]] = {}  # per dead host, its channels' ids
+        # Hosts being started, each with what its starter sets when it is ready.
+        self._starting: dict[str, asyncio.Future[None]] = {}
         self._recovering: set[str] = set()
         self._deaths: dict[Hashable, deque[float]] = {}  # per key, its hosts' deaths
 
@@ -413,27 +417,51 @@ class Distributed:
         await self._start_hosts(hosts)
 
     async def _start_hosts(self, hosts: Iterable[str]) -> None:
-        new = sorted(set(hosts) - self.actors.keys())
-        if not new:
-            return
-        for name in new:
-            options = dict(self.resources.get(name, {}))
-            self.actors[name] = start_host(name, actor_class=self.actor_class, **options)
+        """Start the hosts of ``hosts`` that are not running; wait for those being started.
+
+        A host is in :attr:`actors` only once it is set up and polled, so a
+        change never makes a channel end on a host that cannot take it yet.
+        """
+        wanted = set(hosts)
+        new = sorted(wanted - self.actors.keys() - self._starting.keys())
+        if new:
+            ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            for name in new:
+                self._starting[name] = ready
+            try:
+                await self._start(new)
+            finally:
+                for name in new:
+                    del self._starting[name]
+                ready.set_result(None)
+        for name in wanted & self._starting.keys():
+            await asyncio.shield(self._starting[name])
+
+    async def _start(self, new: list[str]) -> None:
+        started = {
+            name: start_host(
+                name, actor_class=self.actor_class, **dict(self.resources.get(name, {}))
+            )
+            for name in new
+        }
+        actors = {**self.actors, **started}
         core = self.core
         # Every host learns of every other (the new ones at their setup, the others now).
-        await asyncio.gather(
+        results = await asyncio.gather(
             *(
-                self.actors[name].setup.remote(self.actors, core.restart, core.capacity, core.trace)
-                for name in new
+                actor.setup.remote(actors, core.restart, core.capacity, core.trace)
+                for actor in started.values()
             ),
-            *(
-                actor.meet.remote({name: self.actors[name] for name in new})
-                for name, actor in self.actors.items()
-                if name not in new
-            ),
+            *(actor.meet.remote(started) for actor in self.actors.values()),
+            return_exceptions=True,
         )
-        for name in new:
-            self.inbox.add_host(name, self.actors[name])
+        for result in results:
+            # A host that died meanwhile is its own failure's business.
+            if isinstance(result, BaseException) and not actor_died(result):
+                raise result
+        for name, actor in started.items():
+            self.actors[name] = actor
+            self.inbox.add_host(name, actor)
 
     def participant(
         self, key: Hashable, node: Node, kernel: Kernel, version: int, readers: frozenset[Hashable]
@@ -544,7 +572,15 @@ class Distributed:
             Exception: A host could not make its part (a new node's state
                 factory raised there); no host keeps any of it.
         """
-        if self._restarting and not self._restart_admitted:
+        if self._restarting and self.core.closing:
+            # The closing drain cannot pass nodes that are not running: it
+            # ends as a drain that ran out of time does (what is left is reported).
+            raise TimeoutError(
+                f"nodes of a dead host are not running: {sorted(map(repr, self._restarting))}"
+            )
+        if self._restarting and not (self._restart_admitted and barrier.plan.switches):
+            # (A drain never restarts them, even after a change that was
+            # admitted as the restart failed before it began.)
             host = next(iter(self._restarting.values()))
             failure = HostDiedError(host, self._restarting)
             failure.add_note(
@@ -561,7 +597,7 @@ class Distributed:
         serial = next(self._serials)
         where = self.where
         moving = self._moving
-        restarting = self._restarting
+        restarting = dict(self._restarting)
         local: dict[str, set[Hashable]] = {}
         for key in plan.region:
             if key in restarting:
@@ -632,17 +668,21 @@ class Distributed:
             for host in {link.source, link.target} - {DRIVER}:
                 capacities.setdefault(host, []).append((link, size))
         feed: dict[str, list[Link]] = {}
-        dead = next(iter(restarting.values()), None)
-        for link_id in self._dead_links:
+        dying = set(restarting.values())
+        gone: set[Hashable] = set()
+        for name in dying:
+            gone |= self._dead_links.get(name, set())
+        dead = min(dying) if dying else None
+        for link_id in gone:
             fed, _ = self._by_id(link_id)
-            if fed is None or fed.source != dead or fed.consumer not in plan.region:
+            if fed is None or fed.source not in dying or fed.consumer not in plan.region:
                 continue
             if fed.consumer not in restarting:
                 feed.setdefault(where[fed.consumer], []).append(fed)
         hosts = local.keys() | switches.keys() | added.keys() | capacities.keys()
         hosts = hosts - self._dead - {DRIVER}
-        if dead is not None:
-            hosts |= self.actors.keys() - {dead} - self._dead  # every live host lets go of it
+        if dying:
+            hosts |= self.actors.keys() - self._dead  # every live host lets go of the dead
         parts = {
             host: Part(
                 serial,
@@ -654,7 +694,7 @@ class Distributed:
                 tuple(capacities.get(host, ())),
                 plan.final,
                 dead,
-                frozenset(self._dead_links) if dead is not None else frozenset(),
+                frozenset(gone),
                 tuple(feed.get(host, ())),
             )
             for host in hosts
@@ -671,9 +711,10 @@ class Distributed:
                 return_exceptions=True,
             )
             raise
-        for link in feed.get(DRIVER, ()):
-            # The far end died: nothing comes behind what was delivered.
-            self.inbox.receiver(link.id).channel.put_control(barrier)
+        if restarting:
+            self._commits[serial] = lambda: self._restarted(
+                serial, barrier, restarting, feed, set(parts)
+            )
         if leaving:
             # The driver's runner of a node that moves away stops at the
             # barrier, as a removed node does; as it acknowledges, its state
@@ -691,18 +732,44 @@ class Distributed:
                 ),
             )
             barrier.on_ack = lambda key: self._left(serial, barrier, key, new)
-        running = self.core.running
+        self._restart_admitted, self._moving = False, {}
+
+    def cut(self, barrier: Barrier) -> None:
+        """``barrier`` has entered the topology: what its change does for dead nodes is done now.
+
+        Not before (in :meth:`begin`): until the cut the change may still be
+        abandoned, and must then leave nothing changed.
+        """
+        serial = self._serial_of.get(id(barrier))
+        commit = self._commits.pop(serial, None) if serial is not None else None
+        if commit is not None:
+            commit()
+
+    def _restarted(
+        self,
+        serial: int,
+        barrier: Barrier,
+        restarting: Mapping[Hashable, str],
+        feed: Mapping[str, list[Link]],
+        hosts: set[str],
+    ) -> None:
+        """The restart's change is cut: the driver acts on its barrier for the dead nodes."""
+        for link in feed.get(DRIVER, ()):
+            # The far end died: nothing comes behind what was delivered.
+            self.inbox.receiver(link.id).channel.put_control(barrier)
+        for host in hosts & feed.keys():
+            self.actors[host].feed.remote(serial)
+        running, where, plan = self.core.running, self.where, barrier.plan
         for key in restarting:
-            # Its host died: the driver acts on the barrier for it, and it runs
-            # where the switch says from the cut on.
+            # Its host died: it runs where the switch says from the cut on.
             ghost = running.get(key)
             restart = plan.switches.get(key)
             if isinstance(ghost, RemoteMember) and restart is not None:
                 ghost.inputs, ghost.outputs = list(restart.inputs), list(restart.outputs)
                 ghost.host, ghost.counters = where[key], None
+            if self._restarting.get(key) == restarting[key]:
+                del self._restarting[key]
             barrier.ack(key)
-        # The change restarts the dead host's nodes: later ones go as usual.
-        self._restarting, self._restart_admitted, self._moving = {}, False, {}
 
     def _left(
         self, serial: int, barrier: Barrier, key: Hashable, switches: Mapping[Hashable, Switch]
@@ -745,11 +812,17 @@ class Distributed:
         runner.start()
 
     def abandon(self, barrier: Barrier) -> None:
-        """``barrier`` will not start: the hosts undo their parts."""
+        """``barrier`` will not start: the hosts undo their parts.
+
+        If it was the change that restarts a dead host's nodes, and it had
+        begun (the driver acted for the dead nodes), nothing undoes that: the
+        topology fails rather than wait for nodes that will never run.
+        """
         self._unmove()
         serial = self._serial_of.get(id(barrier))
         if serial is None:
             return
+        self._commits.pop(serial, None)
         for host in self._waiting.get(serial, {}):
             self.actors[host].abandon.remote(serial)
         self._forget(serial)
@@ -869,12 +942,15 @@ class Distributed:
         failure = HostDiedError(host, keys)
         failure.__cause__ = error
         touched = set(keys)
-        if core.closing or any(
-            not b.done.is_set() and touched & b.region for b in self._barriers.values()
+        if (
+            core.closing
+            or self._recovering
+            or any(not b.done.is_set() and touched & b.region for b in self._barriers.values())
         ):
             # A barrier in flight through its nodes can no longer pass them
-            # (its frames may have died with them): the topology fails rather
-            # than waits for ever.
+            # (its frames may have died with them), and a restart under way
+            # restarts one host at a time: the topology fails rather than
+            # waits for ever.
             self._dead.add(host)
             self._fail(failure)
             return
@@ -894,14 +970,14 @@ class Distributed:
         self._recovering.add(host)
         # From now on nothing is sent to the dead actor, and the next change
         # restarts its nodes (admit); a drain that comes first fails (begin).
-        self._dead_links = {
+        self._dead_links[host] = {
             link.id for link, _ in self._links.values() if host in (link.source, link.target)
         }
         old = self.actors.pop(host)
         self.inbox.forget_host(host)
         with contextlib.suppress(Exception):
             ray.kill(old)
-        self._restarting = dict.fromkeys(keys, host)
+        self._restarting.update(dict.fromkeys(keys, host))
         core.spawn(self._restart(host, failure), f"hotplumb: restarting host {host!r}")
 
     async def _restart(self, host: str, failure: HostDiedError) -> None:
@@ -947,7 +1023,9 @@ class Distributed:
         finally:
             self._recovering.discard(host)
         lost: list[tuple[Hashable, list[Datum]]] = []
-        for link_id in self._dead_links & self.wire.sending:
+        if any(h == host for h in self._restarting.values()):
+            return  # not restarted yet (a later change will; its task reports then)
+        for link_id in self._dead_links.pop(host, set()) & self.wire.sending:
             link, channel = self._by_id(link_id)
             batches = [m for m in self.wire.remove(link_id) if type(m) is Batch]
             if isinstance(channel, GuardedSender):
@@ -956,7 +1034,6 @@ class Distributed:
             if link is not None and isinstance(producer, Runner):
                 data = [d for b in batches for d in b.data(b.route or producer.route_for(None))]
                 lost.append((link.consumer, data))
-        self._dead_links = set()
         self._lost(host, lost)
 
     def _lost(self, host: str, lost: list[tuple[Hashable, list[Datum]]]) -> None:

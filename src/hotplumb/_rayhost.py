@@ -570,9 +570,6 @@ class HostCore:
                     barrier.errors.append((key, error))
 
         barrier = Barrier(plan, lambda b: self._done(part, b), acted if leaving else None)
-        for link in part.feed:
-            # The far end died: nothing comes behind what was delivered.
-            self.channels[link.id].put_control(barrier)
         barrier.pending = set(part.local)
         self.barriers[part.serial] = barrier
         self.parts[part.serial] = part
@@ -589,6 +586,18 @@ class HostCore:
             if self.running.get(arrival[1]) is runner:
                 del self.running[arrival[1]]
             runner.retire()
+
+    def feed(self, serial: int) -> None:
+        """The restart's change is cut: put its barrier in the channels from the dead host.
+
+        Nothing comes on them behind what they delivered.
+        """
+        part = self.parts.get(serial)
+        barrier = self.barriers.get(serial)
+        if part is None or barrier is None:
+            return
+        for link in part.feed:
+            self.channels[link.id].put_control(barrier)
 
     def let_go(self, dead: str, gone: frozenset[Hashable]) -> None:
         """Host ``dead`` died: report what the channels to it (``gone``) had not delivered, as lost.
@@ -797,6 +806,10 @@ class EngineHost(HostActor):
     async def abandon(self, serial: int) -> None:
         """:meth:`HostCore.abandon`."""
         self.core.abandon(serial)
+
+    async def feed(self, serial: int) -> None:
+        """:meth:`HostCore.feed`."""
+        self.core.feed(serial)
 
     async def arrive(self, serial: int, key: Hashable, packed: bytes | None, error: Any) -> None:
         """:meth:`HostCore.arrive`."""

@@ -396,6 +396,10 @@ class _Core:
         if self.engine is not None:
             self.engine.abandon(barrier)
 
+    def cut_barrier(self, barrier: Barrier) -> None:
+        if self.engine is not None:
+            self.engine.cut(barrier)
+
     def calling_node(self) -> Hashable | None:
         task = asyncio.current_task()
         return self.node_tasks.get(task) if task is not None else None
