@@ -303,3 +303,43 @@ def fmt_bytes(n: float) -> str:
         if abs(n) >= size:
             return f"{n / size:,.1f} {unit}"
     return f"{n:,.0f} B"
+
+
+def start_local_ray() -> str:
+    """Start a local Ray on 127.0.0.1; return the temporary directory its files are in.
+
+    Its hosts import the same hotplumb as this process; no authentication
+    token is read from or written to the home directory.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import ray
+
+    import hotplumb
+
+    root = tempfile.mkdtemp(prefix="hp-ray-")
+    where = str(Path(hotplumb.__file__ or ".").resolve().parent.parent)
+    paths = [where, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    os.environ.update(
+        {
+            "RAY_TMPDIR": root,
+            "TMPDIR": root,
+            "RAY_AUTH_MODE": "disabled",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            # Else Ray binds to the machine's own address instead of 127.0.0.1.
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "PYTHONPATH": os.pathsep.join(dict.fromkeys(os.path.abspath(p) for p in paths)),
+        }
+    )
+    for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        os.environ.pop(name, None)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        _temp_dir=root,
+        log_to_driver=False,
+    )
+    return root

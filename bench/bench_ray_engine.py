@@ -65,7 +65,6 @@ import json
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +73,14 @@ from typing import TYPE_CHECKING, Any, Final
 import ray
 
 import hotplumb as hp
-from _harness import environment, fmt_count, fmt_rate, markdown_table, package_version
+from _harness import (
+    environment,
+    fmt_count,
+    fmt_rate,
+    markdown_table,
+    package_version,
+    start_local_ray,
+)
 from hotplumb.ray import RayEngine
 
 if TYPE_CHECKING:
@@ -478,35 +484,6 @@ def live_table(results: Mapping[str, Runs]) -> str:
 # -- Ray ------------------------------------------------------------------------------------------
 
 
-def start_ray() -> str:
-    """Start a local Ray; return the temporary directory its files are in."""
-    root = tempfile.mkdtemp(prefix="hp-ray-")
-    # The hosts import the same hotplumb as this process.
-    where = str(Path(hp.__file__ or ".").resolve().parent.parent)
-    paths = [where, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)]
-    os.environ.update(
-        {
-            "RAY_TMPDIR": root,
-            "TMPDIR": root,
-            "RAY_AUTH_MODE": "disabled",
-            "RAY_USAGE_STATS_ENABLED": "0",
-            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-            "PYTHONPATH": os.pathsep.join(dict.fromkeys(os.path.abspath(p) for p in paths)),
-        }
-    )
-    for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
-        os.environ.pop(name, None)
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        _temp_dir=root,
-        log_to_driver=False,
-    )
-    return root
-
-
 def progress(text: str) -> None:
     if sys.stderr.isatty():
         sys.stderr.write(f"\r\x1b[K{text}")
@@ -607,7 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"- ray: {package_version('ray')}, hotplumb from {Path(hp.__file__ or '?').parent}")
     print(f"- load average at the start: {os.getloadavg()[0]:.1f}")
     started = time.perf_counter()
-    root = start_ray()
+    root = start_local_ray()
     print(f"- ray.init: {time.perf_counter() - started:.1f} s")
     print(f"- node address: {', '.join(n['NodeManagerAddress'] for n in ray.nodes())}")
     report: dict[str, Any] = {"cores": cores, "argv": sys.argv[1:]}

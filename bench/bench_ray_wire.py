@@ -48,13 +48,19 @@ import asyncio
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from typing import TYPE_CHECKING, Any
 
 import ray
 
-from _harness import environment, fmt_count, fmt_rate, markdown_table, package_version
+from _harness import (
+    environment,
+    fmt_count,
+    fmt_rate,
+    markdown_table,
+    package_version,
+    start_local_ray,
+)
 from hotplumb._datum import Batch, Route
 from hotplumb._raywire import HostActor, start_host
 
@@ -191,31 +197,6 @@ class Bench:
         return seconds
 
 
-def start_ray() -> str:
-    """Start a local Ray; return the temporary directory its files are in."""
-    root = tempfile.mkdtemp(prefix="hp-ray-")
-    os.environ.update(
-        {
-            "RAY_TMPDIR": root,
-            "TMPDIR": root,
-            "RAY_AUTH_MODE": "disabled",
-            "RAY_USAGE_STATS_ENABLED": "0",
-            # Else Ray binds to the machine's own address instead of 127.0.0.1.
-            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-        }
-    )
-    os.environ.pop("RAY_ADDRESS", None)
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        _temp_dir=root,
-        log_to_driver=False,
-    )
-    return root
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench_ray_wire.py", description=__doc__.split("\n")[0])
     parser.add_argument("--items", type=int, help="items per run (default 200,000)")
@@ -232,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"- cores this process may use: {len(os.sched_getaffinity(0))}")
     print(f"- ray: {package_version('ray')}")
     started = time.perf_counter()
-    root = start_ray()
+    root = start_local_ray()
     print(f"- ray.init: {time.perf_counter() - started:.1f} s")
     print(f"- node address: {', '.join(n['NodeManagerAddress'] for n in ray.nodes())}")
     bench = Bench(items, args.batch)

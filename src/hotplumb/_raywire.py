@@ -428,21 +428,43 @@ class Host:
             ValueError: The host has a channel of that id already, or a size
                 is not valid (see :class:`~hotplumb._wire.WireSender`).
         """
+        sender = self._new_sender(
+            channel_id,
+            producer,
+            consumer,
+            capacity,
+            RayTransport(to, channel_id, self._outgoing),
+            lambda known: self._wants_credit(channel_id, known),
+            frame_items=frame_items,
+            linger=linger,
+            in_flight=in_flight,
+            on_fail=on_fail,
+        )
+        self._actors[channel_id] = to
+        return sender
+
+    def _new_sender(
+        self,
+        channel_id: Hashable,
+        producer: Hashable | None,
+        consumer: Consumer,
+        capacity: int,
+        transport: Any,
+        wants_credit: Callable[[Credit], None],
+        **options: Any,
+    ) -> WireSender:
+        """A sending end over ``transport``, held as ``channel_id`` (checked new)."""
         self._check_new(channel_id)
         sender = WireSender(
             producer,
             consumer,
             capacity,
-            RayTransport(to, channel_id, self._outgoing),
+            transport,
             clock=self._clock,
-            frame_items=frame_items,
-            linger=linger,
-            in_flight=in_flight,
-            wants_credit=lambda known: self._wants_credit(channel_id, known),
-            on_fail=on_fail,
+            wants_credit=wants_credit,
+            **options,
         )
         self._senders[channel_id] = sender
-        self._actors[channel_id] = to
         return sender
 
     def add_driver_sender(
@@ -483,20 +505,18 @@ class Host:
             ValueError: The host has a channel of that id already, or a size
                 is not valid (see :class:`~hotplumb._wire.WireSender`).
         """
-        self._check_new(channel_id)
-        sender = WireSender(
+        sender = self._new_sender(
+            channel_id,
             producer,
             consumer,
             capacity,
             _PullTransport(self, channel_id),
-            clock=self._clock,
+            lambda known: self._want(channel_id, known),
             frame_items=frame_items,
             linger=linger,
             in_flight=in_flight,
-            wants_credit=lambda known: self._want(channel_id, known),
             on_fail=on_fail,
         )
-        self._senders[channel_id] = sender
         self._to_driver.add(channel_id)
         return sender
 
