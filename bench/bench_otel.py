@@ -17,10 +17,12 @@ Modes (every one runs the same topology as ``bench_runtime.py``'s W1 or W2):
   spans, not an exporter's, and no span is dropped).
 * ``1% sampled``: the same, ``trace_sampling=0.01``: one datum in a hundred
   gets a span per hop.
-* ``per-batch, SDK 1%``: per-batch spans with the SDK's head sampling,
-  ``sampler=ParentBased(TraceIdRatioBased(0.01))``: one entering batch's
-  tree in a hundred is recorded, the other hops are spans that record
-  nothing.
+* ``per-batch, SDK 10%`` and ``per-batch, SDK 1%``: per-batch spans with
+  the SDK's head sampling, ``sampler=ParentBased(TraceIdRatioBased(r))``:
+  one entering batch's tree in ten (a hundred) is recorded; the entry hop of
+  every other is a span the sampler drops, and the hops after it make no
+  span at all (hotplumb does not ask a parent-based sampler again below a
+  span it dropped).
 * ``every datum``: ``trace_sampling=1.0``, a span per datum per hop; run on a
   tenth of the items (it is that slow), compared by rate.
 * ``metrics``: ``meter_provider=`` an SDK ``MeterProvider`` with a periodic
@@ -82,6 +84,7 @@ if TYPE_CHECKING:
 MODES: Final = (
     "off",
     "per-batch spans",
+    "per-batch, SDK 10%",
     "per-batch, SDK 1%",
     "1% sampled",
     "every datum",
@@ -197,10 +200,11 @@ def providers(mode: str) -> tuple[dict[str, Any], Callable[[], None]]:
         def export(self, spans: Any) -> SpanExportResult:
             return SpanExportResult.SUCCESS
 
-    if mode == "per-batch, SDK 1%":
+    if mode.startswith("per-batch, SDK "):
         from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-        tracers = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.01)))
+        ratio = float(mode.removeprefix("per-batch, SDK ").removesuffix("%")) / 100
+        tracers = TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)))
     else:
         tracers = TracerProvider()
     tracers.add_span_processor(SimpleSpanProcessor(Nowhere()))

@@ -22,6 +22,7 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk", reason="the otel tests need the SDK (the dev extra)")
 
+from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -233,6 +234,91 @@ async def test_the_hops_after_a_span_the_sampler_dropped_are_not_recorded() -> N
     assert dropped.traceparent == f"00-{dropped.trace_id:032x}-{dropped.span_id:016x}-00"
     assert kept.sampled
     assert kept.traceparent == f"00-{kept.trace_id:032x}-{kept.span_id:016x}-01"
+
+
+class Asked(Sampler):
+    """A sampler that notes the spans it is asked about, and leaves the deciding to another."""
+
+    def __init__(self, decides: Sampler) -> None:
+        self.decides = decides
+        self.asked: list[str] = []
+
+    def should_sample(
+        self,
+        parent_context: Any,
+        trace_id: int,
+        name: str,
+        kind: Any = None,
+        attributes: Any = None,
+        links: Any = None,
+        trace_state: Any = None,
+    ) -> SamplingResult:
+        if name != "hotplumb.probe":
+            self.asked.append(name)
+        return self.decides.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        return f"Asked({self.decides.get_description()})"
+
+
+class RootsDropped(Sampler):
+    """Drops every span without a parent and records every other: it ignores its parent's choice."""
+
+    def should_sample(
+        self,
+        parent_context: Any,
+        trace_id: int,
+        name: str,
+        kind: Any = None,
+        attributes: Any = None,
+        links: Any = None,
+        trace_state: Any = None,
+    ) -> SamplingResult:
+        parent = otel_trace.get_current_span(parent_context).get_span_context()
+        recorded = parent.is_valid
+        return SamplingResult(Decision.RECORD_AND_SAMPLE if recorded else Decision.DROP)
+
+    def get_description(self) -> str:
+        return "RootsDropped"
+
+
+async def test_a_parent_based_sampler_is_not_asked_again_below_a_span_it_dropped() -> None:
+    exporter = InMemorySpanExporter()
+    sampler = Asked(ParentBased(DropPairs()))
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    got: list[hp.Datum] = []
+    graph = chain("a", "b").add_node("out", hp.sink(got.append, inputs=["b"]))
+    async with hp.run(graph, clock=FakeClock(), tracer_provider=provider) as topo:
+        await topo.inject_many("in", [1, 2])  # dropped at the entry: no span asked for after it
+        await topo.drain()
+        assert sampler.asked == ["in"]
+        await topo.inject("in", 3)  # recorded, so every hop is asked for and recorded
+        await topo.drain()
+    provider.shutdown()
+    assert sampler.asked == ["in", "in", "a", "b", "out"]
+    assert sorted(s.name for s in exporter.get_finished_spans()) == ["a", "b", "in", "out"]
+    dropped = got[0].trace
+    assert dropped is not None
+    assert not dropped.sampled
+    assert [hop.key for hop in dropped.hops()] == ["b"]  # OpenTelemetry alone keeps one hop
+    assert dropped.traceparent is not None
+    assert dropped.traceparent.endswith("-00")
+
+
+async def test_a_sampler_that_ignores_its_parent_decides_on_every_hop() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=RootsDropped())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    async with hp.run(chain("a", "b"), clock=FakeClock(), tracer_provider=provider) as topo:
+        await topo.inject("in", 1)  # the entry's span is dropped; its children are asked, and kept
+        await topo.drain()
+    provider.shutdown()
+    recorded = exporter.get_finished_spans()
+    assert sorted(s.name for s in recorded) == ["a", "b", "out"]
+    assert len({trace_of(s) for s in recorded}) == 1
 
 
 async def test_readable_keys_name_the_spans_and_every_hop_is_timed(spans: Spans) -> None:

@@ -45,8 +45,15 @@ The tracer provider's sampler has the last word on every span, as it has on
 any: with the SDK's default, parent-based one, a hop is recorded when the hop
 before it was, so ``ParentBased(TraceIdRatioBased(r))`` records the share
 ``r`` of the entering batches' trees, whole, and the hops of the rest are
-spans that record nothing (far cheaper for the SDK than recorded ones: the
-cheap way to trace a busy topology in per-batch mode).
+spans that record nothing: the cheap way to trace a busy topology in
+per-batch mode. When the sampler is parent-based (asked once, as the
+topology starts, about a child of a dropped span: it drops it whatever the
+trace id), hotplumb does not ask it again below a span it dropped: the hops
+after it make no span at all, and their batches carry the dropped span's
+context on (``Trace.sampled`` false). So a tree the sampler did not choose
+costs one dropped span at its entry point; at a ratio of 10% per-batch
+tracing costs a few percent (``docs/benchmarks.md``). A sampler that ignores
+its parent's decision is asked about every hop, as before.
 
 The trace context travels with the batch as the trace and span ids and the
 sampled flag on its :class:`~hotplumb.Trace` (``Datum.trace``), not as an
@@ -201,6 +208,32 @@ def _links(parents: Iterable[tuple[Datum, ...]], inherited: Any = None) -> list[
     return links
 
 
+def _drops_after_dropped(provider: Any) -> bool:
+    """Whether ``provider``'s sampler drops every child of a span it dropped.
+
+    Asked of the provider's ``sampler`` attribute (the SDK's ``TracerProvider``
+    has one) with an unsampled parent and two trace ids at the ends of the
+    range: a parent-based sampler (the SDK's default) drops both, whatever it
+    decides for roots; a sampler that decides by the trace id alone records
+    one of them, and one that ignores its parent may record both. Anything
+    else (no sampler to ask, or it fails) counts as not dropping, and every
+    hop's span is left to the sampler.
+    """
+    sampler = getattr(provider, "sampler", None)
+    should_sample = getattr(sampler, "should_sample", None)
+    if should_sample is None:
+        return False
+    parent = _parent(Trace("probe", 0.0, 0.0, None, 1, 1, sampled=False))
+    try:
+        for trace_id in (1, (1 << 128) - 1):
+            result = should_sample(parent, trace_id, "hotplumb.probe", _INTERNAL, {}, None)
+            if result.decision.is_recording():
+                return False
+    except Exception:  # a sampler of the user's: asking it must not fail a run
+        return False
+    return True
+
+
 def _piece(batch: Batch, start: int, stop: int) -> Batch:
     parents = batch.parents[start:stop] if batch.parents is not None else None
     return Batch(batch.values[start:stop], batch.origins[start:stop], batch.route, parents)
@@ -236,6 +269,7 @@ class OtelObserver(Observer):
         )
         # Metrics alone need nothing of the batches: the runtime sends them unobserved.
         self.watches_batches = self._tracer is not None
+        self._prunes = self._tracer is not None and _drops_after_dropped(tracer_provider)
         self._ratio = trace_sampling
         self._entered = 0  # data that left an entry point (for sampling by sequence)
         # Per key: the version and the attributes of its spans, made once per version. A
@@ -293,6 +327,18 @@ class OtelObserver(Observer):
         inherited: Any = None,
     ) -> None:
         """Record the hop of ``batch`` as a span; give the batch its trace."""
+        if previous is not None and not previous.sampled and self._prunes:
+            # The sampler would drop this span too: no span, the dropped one's context on.
+            batch.trace = Trace(
+                hop.key,
+                started,
+                now,
+                previous if self._timing else None,
+                previous.trace_id,
+                previous.span_id,
+                False,
+            )
+            return
         tracer = self._tracer
         assert tracer is not None
         attributes = self._node_attributes(hop).copy()
