@@ -30,6 +30,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
 )
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, SamplingResult
 from opentelemetry.trace import StatusCode
 
@@ -236,6 +237,17 @@ async def test_the_hops_after_a_span_the_sampler_dropped_are_not_recorded() -> N
     assert kept.traceparent == f"00-{kept.trace_id:032x}-{kept.span_id:016x}-01"
 
 
+class CountedIds(RandomIdGenerator):
+    """The SDK's ids, counting the spans they are made for."""
+
+    def __init__(self) -> None:
+        self.spans = 0
+
+    def generate_span_id(self) -> int:
+        self.spans += 1
+        return super().generate_span_id()
+
+
 class Asked(Sampler):
     """A sampler that notes the spans it is asked about, and leaves the deciding to another."""
 
@@ -253,8 +265,7 @@ class Asked(Sampler):
         links: Any = None,
         trace_state: Any = None,
     ) -> SamplingResult:
-        if name != "hotplumb.probe":
-            self.asked.append(name)
+        self.asked.append(name)
         return self.decides.should_sample(
             parent_context, trace_id, name, kind, attributes, links, trace_state
         )
@@ -286,19 +297,19 @@ class RootsDropped(Sampler):
 
 async def test_a_parent_based_sampler_is_not_asked_again_below_a_span_it_dropped() -> None:
     exporter = InMemorySpanExporter()
-    sampler = Asked(ParentBased(DropPairs()))
-    provider = TracerProvider(sampler=sampler)
+    ids = CountedIds()  # the SDK makes an id for every span it starts, recorded or not
+    provider = TracerProvider(sampler=ParentBased(DropPairs()), id_generator=ids)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     got: list[hp.Datum] = []
     graph = chain("a", "b").add_node("out", hp.sink(got.append, inputs=["b"]))
     async with hp.run(graph, clock=FakeClock(), tracer_provider=provider) as topo:
-        await topo.inject_many("in", [1, 2])  # dropped at the entry: no span asked for after it
+        await topo.inject_many("in", [1, 2])  # dropped at the entry: no span started after it
         await topo.drain()
-        assert sampler.asked == ["in"]
-        await topo.inject("in", 3)  # recorded, so every hop is asked for and recorded
+        assert ids.spans == 1
+        await topo.inject("in", 3)  # recorded, so every hop makes its span
         await topo.drain()
+        assert ids.spans == 5
     provider.shutdown()
-    assert sampler.asked == ["in", "in", "a", "b", "out"]
     assert sorted(s.name for s in exporter.get_finished_spans()) == ["a", "b", "in", "out"]
     dropped = got[0].trace
     assert dropped is not None
@@ -306,6 +317,42 @@ async def test_a_parent_based_sampler_is_not_asked_again_below_a_span_it_dropped
     assert [hop.key for hop in dropped.hops()] == ["b"]  # OpenTelemetry alone keeps one hop
     assert dropped.traceparent is not None
     assert dropped.traceparent.endswith("-00")
+
+
+class ByName(Sampler):
+    """Records the spans of the nodes named, drops the rest."""
+
+    def __init__(self, *names: str) -> None:
+        self.names = names
+
+    def should_sample(
+        self,
+        parent_context: Any,
+        trace_id: int,
+        name: str,
+        kind: Any = None,
+        attributes: Any = None,
+        links: Any = None,
+        trace_state: Any = None,
+    ) -> SamplingResult:
+        return SamplingResult(Decision.RECORD_AND_SAMPLE if name in self.names else Decision.DROP)
+
+    def get_description(self) -> str:
+        return f"ByName{self.names}"
+
+
+async def test_a_parent_based_sampler_deciding_below_a_dropped_span_is_asked_there() -> None:
+    # Its sampler for the children of a dropped span keeps "out": no pruning may lose it.
+    exporter = InMemorySpanExporter()
+    sampler = Asked(ParentBased(ByName("a"), local_parent_not_sampled=ByName("out")))
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    async with hp.run(chain("a"), clock=FakeClock(), tracer_provider=provider) as topo:
+        await topo.inject("in", 1)
+        await topo.drain()
+    provider.shutdown()
+    assert sampler.asked == ["in", "a", "out"]
+    assert [s.name for s in exporter.get_finished_spans()] == ["out"]
 
 
 async def test_a_sampler_that_ignores_its_parent_decides_on_every_hop() -> None:

@@ -139,6 +139,8 @@ class Trace:
             the backend has the chain).
         trace_id: The OpenTelemetry trace id of the hop's span, or 0.
         span_id: The OpenTelemetry span id of the hop's span, or 0 (no span).
+            A hop below a span the sampler dropped may make no span of its
+            own (see :mod:`hotplumb.otel`): it carries that span's ids.
         sampled: Whether the tracer provider's sampler recorded the hop's
             span; the hops after an unrecorded one are not recorded either
             (its trace was dropped, not just this span). True without a span.

@@ -46,14 +46,15 @@ any: with the SDK's default, parent-based one, a hop is recorded when the hop
 before it was, so ``ParentBased(TraceIdRatioBased(r))`` records the share
 ``r`` of the entering batches' trees, whole, and the hops of the rest are
 spans that record nothing: the cheap way to trace a busy topology in
-per-batch mode. When the sampler is parent-based (asked once, as the
-topology starts, about a child of a dropped span: it drops it whatever the
-trace id), hotplumb does not ask it again below a span it dropped: the hops
-after it make no span at all, and their batches carry the dropped span's
-context on (``Trace.sampled`` false). So a tree the sampler did not choose
-costs one dropped span at its entry point; at a ratio of 10% per-batch
-tracing costs a few percent (``docs/benchmarks.md``). A sampler that ignores
-its parent's decision is asked about every hop, as before.
+per-batch mode. When the sampler is the SDK's ``ParentBased`` with its
+default for a dropped parent (``ALWAYS_OFF``; the SDK's default sampler is
+one), hotplumb does not ask it again below a span it dropped: the hops after
+it make no span at all, and their batches carry the dropped span's context
+on (``Trace.sampled`` false). So a tree the sampler did not choose costs one
+dropped span at its entry point; at a ratio of 10% per-batch tracing costs a
+few percent (``docs/benchmarks.md``). Any other sampler is asked about every
+hop, as it may decide on a dropped span's children by their names,
+attributes or links.
 
 The trace context travels with the batch as the trace and span ids and the
 sampled flag on its :class:`~hotplumb.Trace` (``Datum.trace``), not as an
@@ -96,6 +97,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import math
+import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Final
@@ -209,29 +211,24 @@ def _links(parents: Iterable[tuple[Datum, ...]], inherited: Any = None) -> list[
 
 
 def _drops_after_dropped(provider: Any) -> bool:
-    """Whether ``provider``'s sampler drops every child of a span it dropped.
+    """Whether ``provider``'s sampler is known to drop every child of a span it dropped.
 
-    Asked of the provider's ``sampler`` attribute (the SDK's ``TracerProvider``
-    has one) with an unsampled parent and two trace ids at the ends of the
-    range: a parent-based sampler (the SDK's default) drops both, whatever it
-    decides for roots; a sampler that decides by the trace id alone records
-    one of them, and one that ignores its parent may record both. Anything
-    else (no sampler to ask, or it fails) counts as not dropping, and every
-    hop's span is left to the sampler.
+    Only two samplers are: the SDK's ``ParentBased`` (itself, not a subclass)
+    with its default for a dropped local parent (``ALWAYS_OFF``), which is the
+    SDK's default sampler, and ``ALWAYS_OFF``. Any other (one that decides on
+    a dropped span's children by their names, attributes, links or chance; a
+    provider that is not the SDK's) is asked about every hop. The sampler is
+    looked at, never called: a stateful one's budget is its own.
     """
+    sampling = sys.modules.get("opentelemetry.sdk.trace.sampling")
     sampler = getattr(provider, "sampler", None)
-    should_sample = getattr(sampler, "should_sample", None)
-    if should_sample is None:
+    if sampling is None or sampler is None:
         return False
-    parent = _parent(Trace("probe", 0.0, 0.0, None, 1, 1, sampled=False))
-    try:
-        for trace_id in (1, (1 << 128) - 1):
-            result = should_sample(parent, trace_id, "hotplumb.probe", _INTERNAL, {}, None)
-            if result.decision.is_recording():
-                return False
-    except Exception:  # a sampler of the user's: asking it must not fail a run
-        return False
-    return True
+    if sampler is getattr(sampling, "ALWAYS_OFF", None):
+        return True
+    return type(sampler) is getattr(sampling, "ParentBased", None) and getattr(
+        sampler, "_local_parent_not_sampled", None
+    ) is getattr(sampling, "ALWAYS_OFF", None)
 
 
 def _piece(batch: Batch, start: int, stop: int) -> Batch:
