@@ -191,8 +191,11 @@ async def test_a_linear_chain_is_one_trace_of_one_span_per_hop(spans: Spans) -> 
     assert trace.traceparent == f"00-{trace_of(b):032x}-{ident(b):016x}-01"
 
 
-class DropPairs(Sampler):
-    """Records the spans of batches of one datum, drops those of more (for a parent-based root)."""
+class Decides(Sampler):
+    """A sampler that records the spans :meth:`keeps` says, with their attributes."""
+
+    def keeps(self, parent_context: Any, name: str, attributes: Any) -> bool:
+        raise NotImplementedError
 
     def should_sample(
         self,
@@ -204,12 +207,19 @@ class DropPairs(Sampler):
         links: Any = None,
         trace_state: Any = None,
     ) -> SamplingResult:
-        size = (attributes or {}).get("hotplumb.batch.size")
-        decision = Decision.RECORD_AND_SAMPLE if size == 1 else Decision.DROP
-        return SamplingResult(decision, attributes if size == 1 else None)
+        if self.keeps(parent_context, name, attributes or {}):
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
+        return SamplingResult(Decision.DROP)
 
     def get_description(self) -> str:
-        return "DropPairs"
+        return type(self).__name__
+
+
+class DropPairs(Decides):
+    """Records the spans of batches of one datum, drops those of more (for a parent-based root)."""
+
+    def keeps(self, parent_context: Any, name: str, attributes: Any) -> bool:
+        return bool(attributes.get("hotplumb.batch.size") == 1)
 
 
 async def test_the_hops_after_a_span_the_sampler_dropped_are_not_recorded() -> None:
@@ -274,25 +284,11 @@ class Asked(Sampler):
         return f"Asked({self.decides.get_description()})"
 
 
-class RootsDropped(Sampler):
+class RootsDropped(Decides):
     """Drops every span without a parent and records every other: it ignores its parent's choice."""
 
-    def should_sample(
-        self,
-        parent_context: Any,
-        trace_id: int,
-        name: str,
-        kind: Any = None,
-        attributes: Any = None,
-        links: Any = None,
-        trace_state: Any = None,
-    ) -> SamplingResult:
-        parent = otel_trace.get_current_span(parent_context).get_span_context()
-        recorded = parent.is_valid
-        return SamplingResult(Decision.RECORD_AND_SAMPLE if recorded else Decision.DROP)
-
-    def get_description(self) -> str:
-        return "RootsDropped"
+    def keeps(self, parent_context: Any, name: str, attributes: Any) -> bool:
+        return bool(otel_trace.get_current_span(parent_context).get_span_context().is_valid)
 
 
 async def test_a_parent_based_sampler_is_not_asked_again_below_a_span_it_dropped() -> None:
@@ -319,26 +315,14 @@ async def test_a_parent_based_sampler_is_not_asked_again_below_a_span_it_dropped
     assert dropped.traceparent.endswith("-00")
 
 
-class ByName(Sampler):
+class ByName(Decides):
     """Records the spans of the nodes named, drops the rest."""
 
     def __init__(self, *names: str) -> None:
         self.names = names
 
-    def should_sample(
-        self,
-        parent_context: Any,
-        trace_id: int,
-        name: str,
-        kind: Any = None,
-        attributes: Any = None,
-        links: Any = None,
-        trace_state: Any = None,
-    ) -> SamplingResult:
-        return SamplingResult(Decision.RECORD_AND_SAMPLE if name in self.names else Decision.DROP)
-
-    def get_description(self) -> str:
-        return f"ByName{self.names}"
+    def keeps(self, parent_context: Any, name: str, attributes: Any) -> bool:
+        return name in self.names
 
 
 async def test_a_parent_based_sampler_deciding_below_a_dropped_span_is_asked_there() -> None:

@@ -326,16 +326,32 @@ class OtelObserver(Observer):
         """Record the hop of ``batch`` as a span; give the batch its trace."""
         if previous is not None and not previous.sampled and self._prunes:
             # The sampler would drop this span too: no span, the dropped one's context on.
-            batch.trace = Trace(
-                hop.key,
-                started,
-                now,
-                previous if self._timing else None,
-                previous.trace_id,
-                previous.span_id,
-                False,
+            trace_id, span_id, sampled = previous.trace_id, previous.span_id, False
+        else:
+            trace_id, span_id, sampled = self._start(
+                hop, batch, previous, started, now, per_datum, inherited
             )
-            return
+        batch.trace = Trace(
+            hop.key,
+            started,
+            now,
+            previous if self._timing else None,
+            trace_id,
+            span_id,
+            sampled,
+        )
+
+    def _start(
+        self,
+        hop: Hop,
+        batch: Batch,
+        previous: Trace | None,
+        started: float,
+        now: float,
+        per_datum: bool,
+        inherited: Any,
+    ) -> tuple[int, int, bool]:
+        """Make and end the span of ``batch``'s hop; its trace id, span id and sampled flag."""
         tracer = self._tracer
         assert tracer is not None
         attributes = self._node_attributes(hop).copy()
@@ -355,15 +371,7 @@ class OtelObserver(Observer):
         )
         span.end(offset + round(now * 1e9))
         ids = span.get_span_context()
-        batch.trace = Trace(
-            hop.key,
-            started,
-            now,
-            previous if self._timing else None,
-            ids.trace_id,
-            ids.span_id,
-            ids.trace_flags.sampled,
-        )
+        return ids.trace_id, ids.span_id, ids.trace_flags.sampled
 
     def _untraced(
         self, hop: Hop, batch: Batch, previous: Trace | None, started: float, now: float
